@@ -1,0 +1,305 @@
+//! The download page `/d/{id}#{secret}`: reads the key from the fragment (then removes it from
+//! the address bar), asks for the password when the file has one, shows the decrypted name,
+//! size and type, and on request downloads, verifies, decrypts and saves the file.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use leptos::prelude::*;
+
+use crate::{api, util};
+
+/// What a recipient is told when the server no longer has the file (or never had it).
+pub(crate) const GONE: &str = "This file is not available: the link has expired, reached its download limit, or the file was deleted.";
+
+#[derive(Clone, Debug, PartialEq)]
+enum Page {
+    Loading,
+    Failed(String),
+    NeedPassword {
+        error: Option<String>,
+    },
+    Ready {
+        name: String,
+        size: u64,
+        mime: String,
+        expires_at: i64,
+        remaining: Option<u64>,
+    },
+    Working {
+        name: String,
+        done: u64,
+        total: u64,
+        started_ms: f64,
+    },
+    Saved {
+        name: String,
+        size: u64,
+        url: String,
+        preview: bool,
+    },
+}
+
+/// The download page for file `id`.
+#[component]
+pub(crate) fn DownloadPage(id: String) -> impl IntoView {
+    let fragment = util::fragment();
+    util::forget_fragment();
+    let page = RwSignal::new(Page::Loading);
+    let secret = StoredValue::new_local(None::<crypto_wasm::Secret>);
+    let keys = StoredValue::new_local(None::<crypto_wasm::FileKeys>);
+    let info = StoredValue::new(None::<api::PublicInfo>);
+    let sealed = StoredValue::new(None::<api::Sealed>);
+    let password = RwSignal::new(String::new());
+    let id = StoredValue::new(id);
+
+    // Derives the keys (with the password, if any), proves them to the server and opens the
+    // metadata.
+    let unlock = move |pw: Option<String>| {
+        leptos::task::spawn_local(async move {
+            let Some(public) = info.get_value() else {
+                return;
+            };
+            let derived = secret.with_value(|s| {
+                let s = s.as_ref()?;
+                Some(crypto_wasm::FileKeys::derive(
+                    s,
+                    pw.as_deref().zip(public.kdf.as_ref()),
+                ))
+            });
+            let derived = match derived {
+                Some(Ok(k)) => k,
+                Some(Err(e)) => {
+                    return page.set(Page::Failed(format!(
+                        "This file's key could not be derived: {e}."
+                    )));
+                }
+                None => return,
+            };
+            let response = api::metadata(&id.get_value(), &derived.auth_token_base64url()).await;
+            let opened = match response {
+                Ok(s) => s,
+                Err(e) if e.code == "bad_token" && pw.is_some() => {
+                    return page.set(Page::NeedPassword {
+                        error: Some("Wrong password. Try again.".into()),
+                    });
+                }
+                Err(e) if e.code == "bad_token" => {
+                    return page.set(Page::Failed(
+                        "This link's key does not match the file. Check that you copied the whole link.".into(),
+                    ));
+                }
+                Err(e) if e.status == 404 => return page.set(Page::Failed(GONE.into())),
+                Err(e) => return page.set(Page::Failed(e.message)),
+            };
+            let blob = URL_SAFE_NO_PAD.decode(&opened.metadata).unwrap_or_default();
+            let Ok(meta) = derived.open_metadata(&blob) else {
+                return page.set(Page::Failed(
+                    "The file's details could not be decrypted: the link's key does not fit them."
+                        .into(),
+                ));
+            };
+            keys.set_value(Some(derived));
+            sealed.set_value(Some(opened));
+            page.set(Page::Ready {
+                name: meta.name,
+                size: meta.size,
+                mime: meta.mime,
+                expires_at: public.expires_at,
+                remaining: public.downloads_remaining,
+            });
+        });
+    };
+
+    leptos::task::spawn_local(async move {
+        if fragment.is_empty() {
+            return page.set(Page::Failed(
+                "This link is missing its key (the part after “#”). Ask the sender for the complete link.".into(),
+            ));
+        }
+        match crypto_wasm::Secret::from_base64url(&fragment) {
+            Ok(s) => secret.set_value(Some(s)),
+            Err(_) => {
+                return page.set(Page::Failed(
+                    "The key in this link is damaged. Check that you copied the whole link.".into(),
+                ));
+            }
+        }
+        match api::public_info(&id.get_value()).await {
+            Ok(public) => {
+                let needs_password = public.kdf.is_some();
+                info.set_value(Some(public));
+                if needs_password {
+                    page.set(Page::NeedPassword { error: None });
+                } else {
+                    unlock(None);
+                }
+            }
+            Err(e) if e.status == 404 => page.set(Page::Failed(GONE.into())),
+            Err(e) => page.set(Page::Failed(e.message)),
+        }
+    });
+
+    let download = move |name: String, size: u64, mime: String| {
+        leptos::task::spawn_local(async move {
+            let started_ms = util::now_ms();
+            let Some(layout) = sealed.get_value() else {
+                return;
+            };
+            let total = crypto_wasm::body_size(size);
+            page.set(Page::Working {
+                name: name.clone(),
+                done: 0,
+                total,
+                started_ms,
+            });
+            let Some(auth) = keys.with_value(|k| k.as_ref().map(|k| k.auth_token_base64url()))
+            else {
+                return;
+            };
+            let ticket = match api::start_download(&id.get_value(), &auth).await {
+                Ok(t) => t.ticket,
+                Err(e) if e.status == 404 => return page.set(Page::Failed(GONE.into())),
+                Err(e) => return page.set(Page::Failed(e.message)),
+            };
+            let Some(mut decryptor) =
+                keys.with_value(|k| k.as_ref().map(crypto_wasm::Decryptor::new))
+            else {
+                return;
+            };
+            let chunks = js_sys::Array::new();
+            let mut received = 0u64;
+            let mut plain_len = 0u64;
+            let damaged = "The download failed verification: the file was damaged or tampered with. Nothing was saved.";
+            for n in 0..layout.part_count {
+                let bytes = match api::get_part(&id.get_value(), &ticket, n).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        return page
+                            .set(Page::Failed(format!("The download stopped: {}", e.message)));
+                    }
+                };
+                received += bytes.len() as u64;
+                let Ok(plain) = decryptor.push(&bytes) else {
+                    return page.set(Page::Failed(damaged.into()));
+                };
+                plain_len += plain.len() as u64;
+                chunks.push(&util::to_js_bytes(&plain));
+                page.set(Page::Working {
+                    name: name.clone(),
+                    done: received,
+                    total,
+                    started_ms,
+                });
+            }
+            match decryptor.finish() {
+                Ok(rest) if plain_len + rest.len() as u64 == size => {
+                    if !rest.is_empty() {
+                        chunks.push(&util::to_js_bytes(&rest));
+                    }
+                }
+                _ => return page.set(Page::Failed(damaged.into())),
+            }
+            let options = web_sys::BlobPropertyBag::new();
+            options.set_type(if mime.is_empty() {
+                "application/octet-stream"
+            } else {
+                &mime
+            });
+            let saved = web_sys::Blob::new_with_u8_array_sequence_and_options(&chunks, &options)
+                .and_then(|blob| util::save_blob(&blob, &name));
+            match saved {
+                Ok(url) => page.set(Page::Saved {
+                    name,
+                    size,
+                    url,
+                    preview: previewable(&mime),
+                }),
+                Err(_) => page.set(Page::Failed("The browser refused to save the file.".into())),
+            }
+        });
+    };
+
+    view! {
+        <section class="card">
+            {move || match page.get() {
+                Page::Loading => view! { <p class="muted">"Opening the link…"</p> }.into_any(),
+                Page::Failed(message) => view! {
+                    <h1>"Cannot open this file"</h1>
+                    <p class="error" role="alert">{message}</p>
+                }
+                    .into_any(),
+                Page::NeedPassword { error } => view! {
+                    <h1>"This file is protected by a password"</h1>
+                    <form
+                        class="password-form"
+                        on:submit=move |ev| {
+                            ev.prevent_default();
+                            page.set(Page::Loading);
+                            unlock(Some(password.get_untracked()));
+                        }
+                    >
+                        <input
+                            id="download-password"
+                            type="password"
+                            autocomplete="current-password"
+                            placeholder="Password"
+                            prop:value=move || password.get()
+                            on:input=move |ev| password.set(event_target_value(&ev))
+                        />
+                        <button id="unlock" class="primary" type="submit">"Unlock"</button>
+                    </form>
+                    {error.map(|e| view! { <p class="error" role="alert">{e}</p> })}
+                }
+                    .into_any(),
+                Page::Ready { name, size, mime, expires_at, remaining } => {
+                    let (n, m) = (name.clone(), mime.clone());
+                    view! {
+                        <h1 class="file-name">{name}</h1>
+                        <p class="file-facts">
+                            <span class="file-size">{util::format_bytes(size as f64)}</span>
+                            " · "
+                            <span class="file-type">{if mime.is_empty() { "unknown type".to_owned() } else { mime }}</span>
+                        </p>
+                        <p class="muted">
+                            {format!("Available until {}", util::format_time(expires_at))}
+                            {remaining.map(|r| format!(" · {r} download(s) left"))}
+                        </p>
+                        <button id="download" class="primary" on:click=move |_| download(n.clone(), size, m.clone())>
+                            "Download and decrypt"
+                        </button>
+                    }
+                        .into_any()
+                }
+                Page::Working { name, done, total, started_ms } => {
+                    let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+                    let elapsed = ((util::now_ms() - started_ms) / 1000.0).max(0.001);
+                    let speed = done as f64 / elapsed;
+                    view! {
+                        <h1 class="file-name">{name}</h1>
+                        <progress max="100" value=format!("{percent:.1}")></progress>
+                        <p class="stats">
+                            {format!("Downloading and decrypting · {percent:.0}% · {}/s", util::format_bytes(speed))}
+                        </p>
+                    }
+                        .into_any()
+                }
+                Page::Saved { name, size, url, preview } => view! {
+                    <h1 class="file-name">{name.clone()}</h1>
+                    <p class="done" id="saved">
+                        {format!("Decrypted and saved ({}). The file was verified intact.", util::format_bytes(size as f64))}
+                    </p>
+                    {preview.then(|| view! { <img class="preview" src=url alt=name /> })}
+                }
+                    .into_any(),
+            }}
+        </section>
+    }
+}
+
+/// Image types the page previews after decryption. SVG is excluded: it can carry script.
+fn previewable(mime: &str) -> bool {
+    matches!(
+        mime,
+        "image/png" | "image/jpeg" | "image/gif" | "image/webp" | "image/avif" | "image/bmp"
+    )
+}

@@ -1,0 +1,393 @@
+//! The upload page: pick or drop files, choose expiry, download limit and password, then each
+//! file is encrypted part by part in this tab and sent to the server; the share link, its QR
+//! code and a private manage link appear when the upload completes.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+
+use crate::{api, util};
+
+/// Expiry choices offered to the uploader, in seconds (the server accepts 1 hour to 30 days).
+const EXPIRIES: [(u64, &str); 6] = [
+    (3600, "1 hour"),
+    (6 * 3600, "6 hours"),
+    (86400, "1 day"),
+    (3 * 86400, "3 days"),
+    (7 * 86400, "7 days"),
+    (30 * 86400, "30 days"),
+];
+const DEFAULT_EXPIRY: u64 = 7 * 86400;
+
+/// Download-limit choices; `None` is unlimited.
+const LIMITS: [Option<u64>; 9] = [
+    Some(1),
+    Some(2),
+    Some(3),
+    Some(5),
+    Some(10),
+    Some(20),
+    Some(50),
+    Some(100),
+    None,
+];
+
+/// Where one file's upload stands.
+#[derive(Clone, Debug, PartialEq)]
+enum JobState {
+    Waiting,
+    Working {
+        phase: &'static str,
+        done: u64,
+        total: u64,
+        started_ms: f64,
+    },
+    Done {
+        share: String,
+        manage: String,
+    },
+    Failed(String),
+}
+
+/// One picked file as the page shows it; the `web_sys::File` itself lives in a local store.
+#[derive(Clone, Debug)]
+struct Job {
+    index: usize,
+    name: String,
+    size: u64,
+    state: RwSignal<JobState>,
+}
+
+/// Options chosen before the upload starts.
+#[derive(Clone, Debug)]
+struct Options {
+    expires_in: u64,
+    download_limit: Option<u64>,
+    password: Option<String>,
+}
+
+/// The upload page.
+#[component]
+pub(crate) fn UploadPage() -> impl IntoView {
+    let files = StoredValue::new_local(Vec::<web_sys::File>::new());
+    let jobs = RwSignal::new(Vec::<Job>::new());
+    let expiry = RwSignal::new(DEFAULT_EXPIRY);
+    let limit = RwSignal::new(None::<u64>);
+    let password = RwSignal::new(String::new());
+    let busy = RwSignal::new(false);
+    let dragging = RwSignal::new(false);
+
+    let add_files = move |list: Option<web_sys::FileList>| {
+        let Some(list) = list else { return };
+        for i in 0..list.length() {
+            let Some(file) = list.item(i) else { continue };
+            let index = files.with_value(|f| f.len());
+            let job = Job {
+                index,
+                name: file.name(),
+                size: file.size() as u64,
+                state: RwSignal::new(JobState::Waiting),
+            };
+            files.update_value(|f| f.push(file));
+            jobs.update(|j| j.push(job));
+        }
+    };
+
+    let start = move |_| {
+        if busy.get() {
+            return;
+        }
+        let pending: Vec<Job> = jobs
+            .get()
+            .into_iter()
+            .filter(|j| j.state.get() == JobState::Waiting)
+            .collect();
+        if pending.is_empty() {
+            return;
+        }
+        let pw = password.get();
+        let options = Options {
+            expires_in: expiry.get(),
+            download_limit: limit.get(),
+            password: (!pw.is_empty()).then_some(pw),
+        };
+        busy.set(true);
+        leptos::task::spawn_local(async move {
+            for job in pending {
+                let Some(file) = files.with_value(|f| f.get(job.index).cloned()) else {
+                    continue;
+                };
+                let outcome = upload_file(&file, &options, job.state).await;
+                job.state.set(match outcome {
+                    Ok(done) => done,
+                    Err(message) => JobState::Failed(message),
+                });
+            }
+            busy.set(false);
+        });
+    };
+
+    view! {
+        <section class="card">
+            <h1>"Share files, end-to-end encrypted"</h1>
+            <label
+                class="dropzone"
+                class:dragging=move || dragging.get()
+                on:dragover=move |ev: web_sys::DragEvent| {
+                    ev.prevent_default();
+                    dragging.set(true);
+                }
+                on:dragleave=move |_| dragging.set(false)
+                on:drop=move |ev: web_sys::DragEvent| {
+                    ev.prevent_default();
+                    dragging.set(false);
+                    add_files(ev.data_transfer().and_then(|d| d.files()));
+                }
+            >
+                <input
+                    id="file-input"
+                    type="file"
+                    multiple
+                    on:change=move |ev| {
+                        let input: web_sys::HtmlInputElement = event_target(&ev);
+                        add_files(input.files());
+                        input.set_value("");
+                    }
+                />
+                <span>"Drop files here or click to choose"</span>
+            </label>
+
+            <div class="options">
+                <label>
+                    "Expires after "
+                    <select
+                        id="expiry"
+                        on:change=move |ev| expiry.set(event_target_value(&ev).parse().unwrap_or(DEFAULT_EXPIRY))
+                    >
+                        {EXPIRIES
+                            .iter()
+                            .map(|(secs, label)| {
+                                view! { <option value=secs.to_string() selected=*secs == DEFAULT_EXPIRY>{*label}</option> }
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+                <label>
+                    "Download limit "
+                    <select id="limit" on:change=move |ev| limit.set(event_target_value(&ev).parse().ok())>
+                        {LIMITS
+                            .iter()
+                            .map(|l| {
+                                let (value, text) = match l {
+                                    Some(n) if *n == 1 => (n.to_string(), "1 download".to_owned()),
+                                    Some(n) => (n.to_string(), format!("{n} downloads")),
+                                    None => ("unlimited".to_owned(), "Unlimited".to_owned()),
+                                };
+                                view! { <option value=value selected=l.is_none()>{text}</option> }
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+                <label>
+                    "Password (optional) "
+                    <input
+                        id="password"
+                        type="password"
+                        autocomplete="new-password"
+                        prop:value=move || password.get()
+                        on:input=move |ev| password.set(event_target_value(&ev))
+                    />
+                </label>
+            </div>
+
+            <button
+                id="upload"
+                class="primary"
+                on:click=start
+                disabled=move || busy.get() || jobs.with(|j| j.iter().all(|j| j.state.get() != JobState::Waiting))
+            >
+                {move || if busy.get() { "Uploading…" } else { "Encrypt and upload" }}
+            </button>
+        </section>
+
+        <ul class="jobs">
+            <For each=move || jobs.get() key=|job| job.index let:job>
+                <JobRow job />
+            </For>
+        </ul>
+    }
+}
+
+/// One file's row: progress while it runs, then its links.
+#[component]
+fn JobRow(job: Job) -> impl IntoView {
+    let state = job.state;
+    view! {
+        <li class="job">
+            <div class="job-head">
+                <span class="name">{job.name.clone()}</span>
+                <span class="size">{util::format_bytes(job.size as f64)}</span>
+            </div>
+            {move || match state.get() {
+                JobState::Waiting => view! { <p class="muted">"Ready to encrypt and upload."</p> }.into_any(),
+                JobState::Working { phase, done, total, started_ms } => {
+                    let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+                    let elapsed = ((util::now_ms() - started_ms) / 1000.0).max(0.001);
+                    let speed = done as f64 / elapsed;
+                    let left = if speed > 0.0 { (total - done) as f64 / speed } else { 0.0 };
+                    let stats = if done == 0 {
+                        format!("{phase}…")
+                    } else {
+                        format!(
+                            "{phase} · {percent:.0}% · {}/s · {} left",
+                            util::format_bytes(speed),
+                            util::format_duration(left)
+                        )
+                    };
+                    view! {
+                        <progress max="100" value=format!("{percent:.1}")></progress>
+                        <p class="stats">{stats}</p>
+                    }
+                        .into_any()
+                }
+                JobState::Done { share, manage } => view! { <Links share manage /> }.into_any(),
+                JobState::Failed(message) => view! { <p class="error" role="alert">{message}</p> }.into_any(),
+            }}
+        </li>
+    }
+}
+
+/// The share link with copy button and QR code, and the private manage link.
+#[component]
+fn Links(share: String, manage: String) -> impl IntoView {
+    let copied = RwSignal::new(false);
+    let qr = qrcode::QrCode::new(share.as_bytes())
+        .map(|code| {
+            code.render::<qrcode::render::svg::Color>()
+                .min_dimensions(180, 180)
+                .build()
+        })
+        .unwrap_or_default();
+    let share_for_copy = share.clone();
+    view! {
+        <div class="links">
+            <span class="label">"Share link"</span>
+            <div class="share-row">
+                <input class="share-link" readonly value=share.clone() on:focus=select_all />
+                <button
+                class="copy"
+                on:click=move |_| {
+                    let clipboard = util::window().navigator().clipboard();
+                    let _ = clipboard.write_text(&share_for_copy);
+                    copied.set(true);
+                }
+            >
+                    {move || if copied.get() { "Copied" } else { "Copy link" }}
+                </button>
+            </div>
+            <div class="qr" inner_html=qr></div>
+            <label>
+                "Manage link (private: lets you change or delete this upload)"
+                <input class="manage-link" readonly value=manage on:focus=select_all />
+            </label>
+        </div>
+    }
+}
+
+fn select_all(ev: web_sys::FocusEvent) {
+    if let Some(input) = ev
+        .target()
+        .and_then(|t| t.dyn_into::<web_sys::HtmlInputElement>().ok())
+    {
+        input.select();
+    }
+}
+
+/// Encrypts and uploads one file; returns its links or a message for the user.
+async fn upload_file(
+    file: &web_sys::File,
+    options: &Options,
+    state: RwSignal<JobState>,
+) -> Result<JobState, String> {
+    let size = file.size() as u64;
+    let started_ms = util::now_ms();
+    let body_size = crypto_wasm::body_size(size);
+    let working = move |phase, done| JobState::Working {
+        phase,
+        done,
+        total: body_size,
+        started_ms,
+    };
+
+    let secret = crypto_wasm::Secret::generate();
+    let kdf = options
+        .password
+        .as_ref()
+        .map(|_| crypto_wasm::KdfParams::generate());
+    if options.password.is_some() {
+        state.set(working("Strengthening the password", 0));
+        // Let the page paint before the deliberately slow key stretching runs.
+        util::sleep_ms(30).await;
+    }
+    let password = options.password.as_deref().zip(kdf.as_ref());
+    let keys = crypto_wasm::FileKeys::derive(&secret, password)
+        .map_err(|e| format!("Could not derive the keys: {e}."))?;
+    let metadata = crypto_wasm::Metadata {
+        name: file.name(),
+        size,
+        mime: file.type_(),
+    };
+
+    let sealed = keys
+        .seal_metadata(&metadata)
+        .map_err(|e| format!("Could not encrypt the file's details: {e}."))?;
+    state.set(working("Encrypting and uploading", 0));
+    let created = api::create_file(&api::CreateFile {
+        metadata: URL_SAFE_NO_PAD.encode(sealed),
+        auth_token: keys.auth_token_base64url(),
+        kdf: kdf.as_ref(),
+        size: body_size,
+        first_part_size: crypto_wasm::first_part_size(),
+        part_size: crypto_wasm::part_size(),
+        expires_in: options.expires_in,
+        download_limit: options.download_limit,
+    })
+    .await
+    .map_err(|e| e.message)?;
+
+    let encryptor = crypto_wasm::Encryptor::new(&keys);
+    let per_part = crypto_wasm::plaintext_per_part();
+    let mut sent = 0u64;
+    for n in 0..created.part_count {
+        let start = n * per_part;
+        let end = (start + per_part).min(size);
+        let plaintext = util::read_slice(file, start, end).await?;
+        let part = encryptor
+            .encrypt_part(n, &plaintext, n + 1 == created.part_count)
+            .map_err(|e| format!("Could not encrypt part {}: {e}.", n + 1))?;
+        drop(plaintext);
+        api::put_part(&created.id, &created.owner_token, n, &part)
+            .await
+            .map_err(|e| {
+                format!(
+                    "Upload failed at part {} of {}: {}",
+                    n + 1,
+                    created.part_count,
+                    e.message
+                )
+            })?;
+        sent += part.len() as u64;
+        state.set(working("Encrypting and uploading", sent));
+    }
+    api::complete(&created.id, &created.owner_token)
+        .await
+        .map_err(|e| e.message)?;
+
+    let origin = util::origin();
+    let secret = secret.to_base64url();
+    Ok(JobState::Done {
+        share: format!("{origin}/d/{}#{secret}", created.id),
+        manage: format!("{origin}/m/{}#{}.{secret}", created.id, created.owner_token),
+    })
+}

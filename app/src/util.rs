@@ -1,0 +1,124 @@
+//! Small browser helpers: the window, timers, reading file slices, formatting numbers for people.
+
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+/// The page's window; the app only runs in a browser tab, where it always exists.
+pub(crate) fn window() -> web_sys::Window {
+    web_sys::window().expect("the app runs in a browser window")
+}
+
+/// Milliseconds since the page loaded, for speed and time-left estimates.
+pub(crate) fn now_ms() -> f64 {
+    window().performance().map(|p| p.now()).unwrap_or(0.0)
+}
+
+/// Waits `ms` milliseconds without blocking the page.
+pub(crate) async fn sleep_ms(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _reject| {
+        let _ = window().set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+    });
+    let _ = JsFuture::from(promise).await;
+}
+
+/// Reads bytes `start..end` of a picked file.
+pub(crate) async fn read_slice(
+    file: &web_sys::File,
+    start: u64,
+    end: u64,
+) -> Result<Vec<u8>, String> {
+    let blob = file
+        .slice_with_f64_and_f64(start as f64, end as f64)
+        .map_err(|_| "The browser could not read the file.".to_owned())?;
+    let buffer = JsFuture::from(blob.array_buffer()).await.map_err(|_| {
+        "The browser could not read the file (was it moved or deleted?).".to_owned()
+    })?;
+    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+}
+
+/// Copies `bytes` into a JS `Uint8Array` (fetch bodies and blobs live on the JS side).
+pub(crate) fn to_js_bytes(bytes: &[u8]) -> js_sys::Uint8Array {
+    let array = js_sys::Uint8Array::new_with_length(bytes.len() as u32);
+    array.copy_from(bytes);
+    array
+}
+
+/// Whether `s` looks like a file id: 22 base64url characters (16 random bytes).
+pub(crate) fn is_id(s: &str) -> bool {
+    s.len() == 22
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The URL fragment without its `#`, or an empty string.
+pub(crate) fn fragment() -> String {
+    let hash = window().location().hash().unwrap_or_default();
+    hash.strip_prefix('#').unwrap_or(&hash).to_owned()
+}
+
+/// Removes the fragment (the key) from the address bar and from this history entry, so it is
+/// not left on screen, in screenshots or in the session history.
+pub(crate) fn forget_fragment() {
+    let location = window().location();
+    let clean = format!(
+        "{}{}",
+        location.pathname().unwrap_or_default(),
+        location.search().unwrap_or_default()
+    );
+    if let Ok(history) = window().history() {
+        let _ = history.replace_state_with_url(&JsValue::NULL, "", Some(&clean));
+    }
+}
+
+/// The page's origin, e.g. `http://127.0.0.1:8080`.
+pub(crate) fn origin() -> String {
+    window().location().origin().unwrap_or_default()
+}
+
+/// Sizes for people: `512 B`, `1.5 MiB`.
+pub(crate) fn format_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Durations for people: `42 s`, `3 min 5 s`, `2 h 10 min`.
+pub(crate) fn format_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as u64;
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// A unix time as the browser's local date and time.
+pub(crate) fn format_time(unix_seconds: i64) -> String {
+    let date = js_sys::Date::new(&JsValue::from_f64(unix_seconds as f64 * 1000.0));
+    String::from(date.to_locale_string("default", &JsValue::UNDEFINED))
+}
+
+/// Starts a download of `blob` under `name` through a temporary link. The blob URL is returned
+/// so an image preview can show the same bytes.
+pub(crate) fn save_blob(blob: &web_sys::Blob, name: &str) -> Result<String, JsValue> {
+    let url = web_sys::Url::create_object_url_with_blob(blob)?;
+    let document = window().document().ok_or(JsValue::NULL)?;
+    let anchor: web_sys::HtmlAnchorElement = document.create_element("a")?.dyn_into()?;
+    anchor.set_href(&url);
+    anchor.set_download(name);
+    anchor.set_rel("noopener");
+    let body = document.body().ok_or(JsValue::NULL)?;
+    body.append_child(&anchor)?;
+    anchor.click();
+    body.remove_child(&anchor)?;
+    Ok(url)
+}

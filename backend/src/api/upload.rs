@@ -1,0 +1,360 @@
+//! Upload routes: create a file, PUT its parts (streamed, size-capped, hash-checked, durable
+//! before acknowledged), list stored parts for resuming, and complete.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use bytes::BytesMut;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::manage::ManageInfo;
+use super::{Json, Path, owner_file, part_number};
+use crate::db::{self, CompleteOutcome, NewFile, STATE_COMPLETE};
+use crate::error::ApiError;
+use crate::layout::Layout;
+use crate::storage::{PutOutcome, part_key};
+use crate::{AppState, ids};
+
+/// Decoded metadata blobs above this are refused (the contract's cap).
+pub(crate) const MAX_METADATA_BYTES: usize = 4096;
+/// Shortest allowed lifetime.
+pub(crate) const MIN_EXPIRES_IN: u64 = 3600;
+/// Longest allowed lifetime (30 days).
+pub(crate) const MAX_EXPIRES_IN: u64 = 2_592_000;
+/// A layout with more parts than this is refused: it would only mean absurdly small parts.
+pub(crate) const MAX_PART_COUNT: u64 = 1 << 20;
+
+/// Password KDF parameters, stored and returned verbatim for the downloader.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Kdf {
+    alg: String,
+    m_cost: u32,
+    t_cost: u32,
+    p_cost: u32,
+    salt: String,
+}
+
+impl Kdf {
+    fn validate(&self) -> Result<(), ApiError> {
+        if self.alg != "argon2id" {
+            return Err(ApiError::BadRequest("kdf.alg must be \"argon2id\"".into()));
+        }
+        if self.m_cost == 0 || self.t_cost == 0 || self.p_cost == 0 {
+            return Err(ApiError::BadRequest("kdf costs must be positive".into()));
+        }
+        if ids::decode(&self.salt).is_none_or(|s| s.len() != 16) {
+            return Err(ApiError::BadRequest(
+                "kdf.salt must be 16 bytes, base64url without padding".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Parses the stored KDF JSON back for responses.
+pub(crate) fn kdf_json(stored: Option<&str>) -> Result<Option<serde_json::Value>, ApiError> {
+    stored
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(ApiError::internal)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateRequest {
+    metadata: String,
+    auth_token: String,
+    kdf: Option<Kdf>,
+    size: u64,
+    first_part_size: u64,
+    part_size: u64,
+    expires_in: u64,
+    download_limit: Option<u64>,
+}
+
+#[derive(Debug, Serialize)]
+struct CreateResponse {
+    id: String,
+    owner_token: String,
+    part_count: u64,
+    expires_at: i64,
+}
+
+/// Checks an `expires_in` value against the allowed window.
+pub(crate) fn check_expires_in(secs: u64) -> Result<i64, ApiError> {
+    if (MIN_EXPIRES_IN..=MAX_EXPIRES_IN).contains(&secs) {
+        Ok(db::to_i64(secs))
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "expires_in must be between {MIN_EXPIRES_IN} and {MAX_EXPIRES_IN} seconds"
+        )))
+    }
+}
+
+/// Checks a download limit (at least one download).
+pub(crate) fn check_download_limit(limit: Option<u64>) -> Result<Option<i64>, ApiError> {
+    match limit {
+        Some(0) => Err(ApiError::BadRequest(
+            "download_limit must be at least 1 (or null for no limit)".into(),
+        )),
+        other => Ok(other.map(db::to_i64)),
+    }
+}
+
+/// `POST /api/v1/files`: registers an upload and returns the owner token, once.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Json(req): Json<CreateRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let cfg = &state.config;
+    let metadata = ids::decode(&req.metadata)
+        .filter(|m| !m.is_empty() && m.len() <= MAX_METADATA_BYTES)
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "metadata must be 1..={MAX_METADATA_BYTES} bytes, base64url without padding"
+            ))
+        })?;
+    let auth_token = ids::decode(&req.auth_token)
+        .filter(|t| t.len() == ids::TOKEN_BYTES)
+        .ok_or_else(|| {
+            ApiError::BadRequest("auth_token must be 32 bytes, base64url without padding".into())
+        })?;
+    let kdf = match &req.kdf {
+        Some(kdf) => {
+            kdf.validate()?;
+            Some(serde_json::to_string(kdf).map_err(ApiError::internal)?)
+        }
+        None => None,
+    };
+    let expires_in = check_expires_in(req.expires_in)?;
+    let download_limit = check_download_limit(req.download_limit)?;
+    if req.size == 0 {
+        return Err(ApiError::BadRequest("size must be positive".into()));
+    }
+    if req.size > cfg.max_file_size {
+        return Err(ApiError::FileTooLarge {
+            max: cfg.max_file_size,
+        });
+    }
+    for (name, value) in [
+        ("first_part_size", req.first_part_size),
+        ("part_size", req.part_size),
+    ] {
+        if value == 0 || value > cfg.max_part_size {
+            return Err(ApiError::BadRequest(format!(
+                "{name} must be between 1 and {} bytes",
+                cfg.max_part_size
+            )));
+        }
+    }
+    let layout = Layout {
+        size: req.size,
+        first_part_size: req.first_part_size,
+        part_size: req.part_size,
+    };
+    if layout.part_count() > MAX_PART_COUNT {
+        return Err(ApiError::BadRequest(format!(
+            "the layout has more than {MAX_PART_COUNT} parts; use larger parts"
+        )));
+    }
+
+    let now = db::now();
+    let id = ids::new_id();
+    let (owner_token, owner_token_hash) = ids::new_token();
+    let expires_at = now + expires_in;
+    state
+        .db
+        .insert_file(&NewFile {
+            id: id.clone(),
+            owner_token_hash: owner_token_hash.to_vec(),
+            auth_token_hash: ids::hash(&auth_token).to_vec(),
+            metadata,
+            kdf,
+            layout,
+            created_at: now,
+            expires_at,
+            download_limit,
+        })
+        .await?;
+    tracing::info!(%id, size = req.size, parts = layout.part_count(), "upload created");
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(CreateResponse {
+            id,
+            owner_token,
+            part_count: layout.part_count(),
+            expires_at,
+        }),
+    ))
+}
+
+#[derive(Debug, Serialize)]
+struct PartAck {
+    part: u64,
+    size: u64,
+}
+
+/// Reads `X-Content-SHA256` (64 hex digits).
+fn announced_hash(headers: &HeaderMap) -> Result<[u8; 32], ApiError> {
+    let bad = || ApiError::BadRequest("X-Content-SHA256 must be 64 hex digits".into());
+    let value = headers
+        .get("x-content-sha256")
+        .ok_or_else(bad)?
+        .to_str()
+        .map_err(|_| bad())?;
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(value.trim(), &mut out).map_err(|_| bad())?;
+    Ok(out)
+}
+
+/// `PUT /api/v1/files/{id}/parts/{n}`: stores one part.
+///
+/// The body is streamed and capped at the layout's exact size for part n, hashed while read,
+/// and only then stored (create-only, fsynced on local disk) and recorded. A body that is
+/// short, long, cut off or mis-hashed leaves no object and no row behind.
+pub(crate) async fn put_part(
+    State(state): State<AppState>,
+    Path((id, n)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    let file = owner_file(&state, &id, &headers, db::now()).await?;
+    if file.state == STATE_COMPLETE {
+        return Err(ApiError::AlreadyComplete);
+    }
+    let n = part_number(&n, &file)?;
+    let expected = file.layout().part_len(n).unwrap_or(0);
+    let want = announced_hash(&headers)?;
+
+    // Refuse early on a declared length that cannot be right, without reading the body.
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > expected {
+            return Err(ApiError::PartTooLarge { n, expected });
+        }
+        if len < expected {
+            return Err(ApiError::PartSizeMismatch {
+                n,
+                expected,
+                got: len,
+            });
+        }
+    }
+
+    // One part is buffered in memory: it is at most --max-part-size (checked at create), which
+    // keeps the storage write a single create-only PUT and the hash check before any write.
+    let cap = usize::try_from(expected).map_err(ApiError::internal)?;
+    let mut buf = BytesMut::with_capacity(cap);
+    let mut hasher = Sha256::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let got = buf.len() as u64;
+        // A body error is the client going away mid-part: a truncated upload.
+        let chunk = chunk.map_err(|_| ApiError::PartSizeMismatch { n, expected, got })?;
+        if got + chunk.len() as u64 > expected {
+            return Err(ApiError::PartTooLarge { n, expected });
+        }
+        hasher.update(&chunk);
+        buf.extend_from_slice(&chunk);
+    }
+    let got = buf.len() as u64;
+    if got != expected {
+        return Err(ApiError::PartSizeMismatch { n, expected, got });
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    if digest != want {
+        return Err(ApiError::HashMismatch);
+    }
+    let ack = || axum::Json(PartAck { part: n, size: got });
+
+    // A retry of a part already recorded: same bytes are fine, different bytes are refused
+    // (they would mean a nonce reused for other plaintext).
+    if let Some(row) = state.db.get_part(&id, n).await? {
+        return if row.sha256 == digest {
+            Ok(ack())
+        } else {
+            Err(ApiError::PartConflict(n))
+        };
+    }
+
+    let key = part_key(&id, n);
+    if state.storage.put_part(&key, buf.freeze(), &digest).await? == PutOutcome::Conflict {
+        return Err(ApiError::PartConflict(n));
+    }
+    if state
+        .db
+        .insert_part(&id, n, got, &digest, key.as_ref(), db::now())
+        .await?
+    {
+        return Ok(ack());
+    }
+    // No row was inserted: either a concurrent PUT of the same part won, or the upload stopped
+    // being in progress (completed, deleted or collected) while we were storing.
+    match state.db.get_part(&id, n).await? {
+        Some(row) if row.sha256 == digest => Ok(ack()),
+        Some(_) => Err(ApiError::PartConflict(n)),
+        None => {
+            // The file is gone; our object would be an orphan the GC may already have missed.
+            state.storage.delete(&key).await?;
+            Err(ApiError::NotFound)
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct PartInfo {
+    n: u64,
+    size: u64,
+    sha256: String,
+}
+
+#[derive(Debug, Serialize)]
+struct PartList {
+    parts: Vec<PartInfo>,
+}
+
+/// `GET /api/v1/files/{id}/parts`: the parts stored so far, for resuming.
+pub(crate) async fn list_parts(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    owner_file(&state, &id, &headers, db::now()).await?;
+    let parts = state
+        .db
+        .list_parts(&id)
+        .await?
+        .into_iter()
+        .map(|p| PartInfo {
+            n: db::to_u64(p.n),
+            size: db::to_u64(p.size),
+            sha256: hex::encode(p.sha256),
+        })
+        .collect();
+    Ok(axum::Json(PartList { parts }))
+}
+
+/// `POST /api/v1/files/{id}/complete`: makes the file visible once every part is stored.
+pub(crate) async fn complete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let now = db::now();
+    owner_file(&state, &id, &headers, now).await?;
+    match state.db.complete(&id, now).await? {
+        CompleteOutcome::Completed => tracing::info!(%id, "upload complete"),
+        CompleteOutcome::AlreadyComplete => {}
+        CompleteOutcome::Missing(missing) => return Err(ApiError::MissingParts(missing)),
+        CompleteOutcome::Gone => return Err(ApiError::NotFound),
+    }
+    let file = state.db.get_file(&id).await?.ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(ManageInfo::from_row(&file)?))
+}

@@ -1,0 +1,96 @@
+//! BitStratus server: the JSON API over SQL metadata and object-stored ciphertext, plus the
+//! static web app. It never sees a key, a file name or plaintext.
+//!
+//! [`app`] builds the whole HTTP service from an [`AppState`]; the `bitstratus-server` binary
+//! adds configuration parsing, the GC loop and graceful shutdown.
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod gc;
+pub mod ids;
+pub mod layout;
+pub mod security;
+pub mod static_files;
+pub mod storage;
+
+use std::sync::Arc;
+
+use axum::Router;
+
+pub use config::Config;
+pub use error::ApiError;
+
+use db::Db;
+use security::SecurityHeaders;
+use static_files::StaticFiles;
+use storage::Storage;
+
+/// Everything a request handler needs; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The configuration the server started with.
+    pub config: Arc<Config>,
+    /// The database.
+    pub db: Db,
+    /// The object store.
+    pub storage: Storage,
+    security: Arc<SecurityHeaders>,
+    static_files: Option<StaticFiles>,
+}
+
+impl AppState {
+    /// Opens the database (running migrations), the object store and the static dir, and
+    /// computes the CSP from the static dir's index.html.
+    pub async fn new(config: Config) -> Result<Self, ApiError> {
+        std::fs::create_dir_all(&config.data_dir)?;
+        let db = Db::connect(&config).await?;
+        let storage = Storage::from_config(&config)?;
+        Self::with_parts(config, db, storage)
+    }
+
+    /// Builds the state from an already-open database and store.
+    pub fn with_parts(config: Config, db: Db, storage: Storage) -> Result<Self, ApiError> {
+        let index_html = match config.index_html() {
+            Some(path) => match std::fs::read_to_string(&path) {
+                Ok(html) => Some(html),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e,
+                        "no readable index.html in the static dir; CSP allows no inline script");
+                    None
+                }
+            },
+            None => None,
+        };
+        let csp = security::content_security_policy(index_html.as_deref());
+        let static_files = config.static_dir.as_deref().map(StaticFiles::new);
+        Ok(Self {
+            config: Arc::new(config),
+            db,
+            storage,
+            security: Arc::new(SecurityHeaders::new(&csp)),
+            static_files,
+        })
+    }
+
+    /// The same database and store under a different configuration (tests use it to run
+    /// the garbage collector with another TTL).
+    pub fn with_config(&self, config: Config) -> Self {
+        Self {
+            config: Arc::new(config),
+            ..self.clone()
+        }
+    }
+
+    /// The security headers every response carries.
+    pub fn security_headers(&self) -> &SecurityHeaders {
+        &self.security
+    }
+}
+
+/// The complete HTTP service: `/api/v1`, the static app with SPA fallback, security headers
+/// on everything.
+pub fn app(state: AppState) -> Router {
+    api::router(state)
+}

@@ -1,0 +1,114 @@
+//! Over a real socket: the server bound to 127.0.0.1:0 and raw HTTP/1.1 requests, to cover
+//! what `oneshot` cannot (hyper's framing of early 413s and of bodies cut off mid-part).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::*;
+
+async fn serve(t: &TestApp) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = t.app.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// Reads until the peer closes or `deadline` passes; returns what arrived.
+async fn read_all(stream: &mut TcpStream, deadline: Duration) -> String {
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(deadline, stream.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {response:?}"))
+}
+
+#[tokio::test]
+async fn real_http_request() {
+    let t = TestApp::new().await;
+    let up = t.upload(Spec::default()).await;
+    let addr = serve(&t).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "GET /api/v1/files/{} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+        up.id
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let res = read_all(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(status_of(&res), 200, "{res}");
+    let lower = res.to_ascii_lowercase();
+    assert!(lower.contains("content-type: application/json"));
+    assert!(lower.contains("x-frame-options: deny"));
+    assert!(res.contains(&format!("\"id\":\"{}\"", up.id)));
+}
+
+#[tokio::test]
+async fn real_http_oversized_part_is_refused_before_the_body_is_sent() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    let addr = serve(&t).await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    // Announce 1 GB and send only the headers: the answer must come anyway.
+    let head = format!(
+        "PUT /api/v1/files/{}/parts/0 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nX-Content-SHA256: {}\r\nContent-Length: 1000000000\r\n\r\n",
+        up.id,
+        up.owner,
+        sha256_hex(&up.part(0))
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let res = read_all(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(status_of(&res), 413, "{res}");
+    assert!(res.contains("part_too_large"));
+}
+
+#[tokio::test]
+async fn real_http_truncated_part_leaves_no_row() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    let addr = serve(&t).await;
+    let part = up.part(0);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/files/{}/parts/0 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nX-Content-SHA256: {}\r\nContent-Length: {}\r\n\r\n",
+        up.id,
+        up.owner,
+        sha256_hex(&part),
+        part.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&part[..part.len() / 2]).await.unwrap();
+    // The client goes away mid-body.
+    s.shutdown().await.unwrap();
+    let res = read_all(&mut s, Duration::from_secs(10)).await;
+    if !res.is_empty() {
+        assert_eq!(status_of(&res), 400, "{res}");
+    }
+    drop(s);
+
+    // Give the server a moment in case it is still unwinding, then check nothing was kept.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let parts = t
+        .get(&format!("/api/v1/files/{}/parts", up.id), Some(&up.owner))
+        .await;
+    assert_eq!(parts.json()["parts"], serde_json::json!([]));
+    assert!(t.objects(&up.id).await.is_empty());
+
+    // The full part then goes through on a fresh connection.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = head.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n");
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&part).await.unwrap();
+    let res = read_all(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(status_of(&res), 200, "{res}");
+}

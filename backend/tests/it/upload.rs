@@ -1,0 +1,433 @@
+//! Upload: create validation, part PUT (size caps, truncation, hashes, idempotency,
+//! conflicts), resume listing, complete.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, header};
+use bytes::Bytes;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+
+use crate::common::*;
+
+fn create_body(overrides: Value) -> Value {
+    let mut body = json!({
+        "metadata": b64(&[1u8; 48]),
+        "auth_token": b64(&[7u8; 32]),
+        "kdf": null,
+        "size": 250,
+        "first_part_size": FIRST,
+        "part_size": PART,
+        "expires_in": 3600,
+        "download_limit": null,
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+#[tokio::test]
+async fn create_returns_id_token_part_count() {
+    let t = TestApp::new().await;
+    let r = t
+        .post("/api/v1/files", None, Some(create_body(json!({}))))
+        .await;
+    r.expect(201, None);
+    let v = r.json();
+    assert_eq!(v["id"].as_str().unwrap().len(), 22);
+    assert_eq!(v["owner_token"].as_str().unwrap().len(), 43);
+    assert_eq!(v["part_count"], 4);
+    assert!(v["expires_at"].as_i64().unwrap() > 0);
+}
+
+#[tokio::test]
+async fn create_rejects_bad_fields() {
+    let t = TestApp::new().await;
+    for (overrides, status, code) in [
+        (json!({"expires_in": 3599}), 400, "bad_request"),
+        (json!({"expires_in": 2_592_001}), 400, "bad_request"),
+        (json!({"download_limit": 0}), 400, "bad_request"),
+        (json!({"auth_token": b64(&[1u8; 31])}), 400, "bad_request"),
+        (json!({"auth_token": "not base64!"}), 400, "bad_request"),
+        (json!({"metadata": b64(&[1u8; 4097])}), 400, "bad_request"),
+        (json!({"metadata": ""}), 400, "bad_request"),
+        (json!({"size": 0}), 400, "bad_request"),
+        (json!({"part_size": 0}), 400, "bad_request"),
+        (json!({"first_part_size": 65 << 20}), 400, "bad_request"),
+        (
+            json!({"size": 1u64 << 40, "first_part_size": 1, "part_size": 1}),
+            413,
+            "file_too_large",
+        ),
+        (
+            json!({"size": 10_000_000, "first_part_size": 1, "part_size": 1}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"kdf": {"alg": "scrypt", "m_cost": 1, "t_cost": 1, "p_cost": 1, "salt": b64(&[0; 16])}}),
+            400,
+            "bad_request",
+        ),
+        (
+            json!({"kdf": {"alg": "argon2id", "m_cost": 19456, "t_cost": 2, "p_cost": 1, "salt": b64(&[0; 15])}}),
+            400,
+            "bad_request",
+        ),
+        (json!({"unexpected": 1}), 400, "bad_request"),
+    ] {
+        let r = t
+            .post("/api/v1/files", None, Some(create_body(overrides.clone())))
+            .await;
+        assert_eq!(
+            r.status.as_u16(),
+            status,
+            "{overrides}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        assert_eq!(r.code(), code, "{overrides}");
+    }
+}
+
+#[tokio::test]
+async fn malformed_json_is_400_in_the_envelope() {
+    let t = TestApp::new().await;
+    let raw = |body: &'static str, ct: Option<&'static str>| {
+        let mut b = Request::post("/api/v1/files");
+        if let Some(ct) = ct {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    // Syntax error, wrong type, missing field, no content type: all 400 bad_request.
+    for req in [
+        raw("{not json", Some("application/json")),
+        raw(r#"{"metadata": 5}"#, Some("application/json")),
+        raw(r#"{"metadata": "AAAA"}"#, Some("application/json")),
+        raw("{}", None),
+    ] {
+        let r = t.send(req).await;
+        r.expect(400, Some("bad_request"));
+        assert!(!r.json()["error"]["message"].as_str().unwrap().is_empty());
+    }
+    // The same on PATCH, an owner route.
+    let up = t.upload(Spec::default()).await;
+    let req = Request::patch(format!("/api/v1/files/{}", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from("[1,2"))
+        .unwrap();
+    t.send(req).await.expect(400, Some("bad_request"));
+}
+
+#[tokio::test]
+async fn truncated_part_leaves_no_row_and_no_object() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    let full = up.part(0);
+
+    // A body that simply ends early, announcing the full part's hash.
+    let req = Request::put(format!("/api/v1/files/{}/parts/0", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(&full))
+        .body(Body::from(full[..50].to_vec()))
+        .unwrap();
+    t.send(req).await.expect(400, Some("part_size_mismatch"));
+
+    // A body whose stream fails midway, as when the client disconnects.
+    let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
+        Ok(Bytes::copy_from_slice(&full[..60])),
+        Err(std::io::Error::other("connection reset")),
+    ];
+    let req = Request::put(format!("/api/v1/files/{}/parts/0", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(&full))
+        .body(Body::from_stream(futures::stream::iter(chunks)))
+        .unwrap();
+    t.send(req).await.expect(400, Some("part_size_mismatch"));
+
+    // A declared Content-Length that is short is refused before reading.
+    let req = Request::put(format!("/api/v1/files/{}/parts/0", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(&full))
+        .header(header::CONTENT_LENGTH, "50")
+        .body(Body::from(full[..50].to_vec()))
+        .unwrap();
+    t.send(req).await.expect(400, Some("part_size_mismatch"));
+
+    let parts = t
+        .get(&format!("/api/v1/files/{}/parts", up.id), Some(&up.owner))
+        .await;
+    assert_eq!(parts.json()["parts"], json!([]));
+    assert!(t.objects(&up.id).await.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_part_is_413_without_reading_the_rest() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    let mut long = up.part(1);
+    long.push(0);
+
+    // Streamed: one byte too many.
+    t.put_raw(&up.id, &up.owner, 1, long.clone())
+        .await
+        .expect(413, Some("part_too_large"));
+
+    // A stream that sends too much and then never ends: the answer must still come, so the
+    // server stops reading as soon as the cap is passed.
+    let endless = futures::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(long)) })
+        .chain(futures::stream::pending());
+    let req = Request::put(format!("/api/v1/files/{}/parts/1", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(&up.part(1)))
+        .body(Body::from_stream(endless))
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), t.send(req))
+        .await
+        .expect("413 must not wait for the rest of the body");
+    r.expect(413, Some("part_too_large"));
+
+    // A declared Content-Length above the part size: refused before reading anything.
+    let req = Request::put(format!("/api/v1/files/{}/parts/1", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(&up.part(1)))
+        .header(header::CONTENT_LENGTH, "1000000000")
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<Bytes, std::io::Error>,
+        >()))
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), t.send(req))
+        .await
+        .expect("413 must not read the body");
+    r.expect(413, Some("part_too_large"));
+
+    assert!(t.objects(&up.id).await.is_empty());
+}
+
+#[tokio::test]
+async fn wrong_hash_is_400() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    let req = Request::put(format!("/api/v1/files/{}/parts/0", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(b"something else"))
+        .body(Body::from(up.part(0)))
+        .unwrap();
+    t.send(req).await.expect(400, Some("hash_mismatch"));
+
+    // Missing or malformed hash header.
+    let not_hex = "zz".repeat(32);
+    for value in [None, Some("abc"), Some(not_hex.as_str())] {
+        let mut b = Request::put(format!("/api/v1/files/{}/parts/0", up.id))
+            .header(header::AUTHORIZATION, format!("Bearer {}", up.owner));
+        if let Some(v) = value {
+            b = b.header("x-content-sha256", v);
+        }
+        t.send(b.body(Body::from(up.part(0))).unwrap())
+            .await
+            .expect(400, Some("bad_request"));
+    }
+    assert!(t.objects(&up.id).await.is_empty());
+}
+
+#[tokio::test]
+async fn bad_part_number_is_400() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    t.put_raw(&up.id, &up.owner, 4, vec![0; 22])
+        .await
+        .expect(400, Some("bad_part_number"));
+    let req = Request::put(format!("/api/v1/files/{}/parts/x", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(b""))
+        .body(Body::empty())
+        .unwrap();
+    t.send(req).await.expect(400, Some("bad_part_number"));
+}
+
+#[tokio::test]
+async fn idempotent_part_reput() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    let first = t.put_part(&up, 2).await;
+    first.expect(200, None);
+    assert_eq!(first.json(), json!({"part": 2, "size": 64}));
+    let again = t.put_part(&up, 2).await;
+    again.expect(200, None);
+    assert_eq!(again.json(), first.json());
+    let parts = t
+        .get(&format!("/api/v1/files/{}/parts", up.id), Some(&up.owner))
+        .await;
+    assert_eq!(
+        parts.json(),
+        json!({"parts": [{"n": 2, "size": 64, "sha256": sha256_hex(&up.part(2))}]})
+    );
+    assert_eq!(
+        t.objects(&up.id).await,
+        vec![format!("files/{}/00000002", up.id)]
+    );
+}
+
+#[tokio::test]
+async fn part_conflict_is_409_and_keeps_the_first_bytes() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    t.put_part(&up, 1).await.expect(200, None);
+    let mut other = up.part(1);
+    other[0] ^= 1;
+    t.put_raw(&up.id, &up.owner, 1, other)
+        .await
+        .expect(409, Some("part_conflict"));
+    // The stored part is still the first one: the full round trip checks the bytes.
+    for n in [0, 2, 3] {
+        t.put_part(&up, n).await.expect(200, None);
+    }
+    t.complete(&up).await.expect(200, None);
+    let ticket = t.ticket(&up).await;
+    let r = t
+        .get(&format!("/api/v1/files/{}/content", up.id), Some(&ticket))
+        .await;
+    assert_eq!(r.body.as_ref(), up.body.as_slice());
+}
+
+#[tokio::test]
+async fn part_after_complete_is_409() {
+    let t = TestApp::new().await;
+    let up = t.upload(Spec::default()).await;
+    t.put_part(&up, 0)
+        .await
+        .expect(409, Some("already_complete"));
+}
+
+#[tokio::test]
+async fn complete_with_missing_parts_is_409_listing_them() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    t.put_part(&up, 0).await.expect(200, None);
+    t.put_part(&up, 2).await.expect(200, None);
+    let r = t.complete(&up).await;
+    r.expect(409, Some("missing_parts"));
+    assert_eq!(r.json()["error"]["message"], "missing parts: 1, 3");
+    // Still invisible to the public.
+    t.get(&format!("/api/v1/files/{}", up.id), None)
+        .await
+        .expect(404, Some("not_found"));
+    // Completing after the rest arrives works, and completing again is harmless.
+    t.put_part(&up, 1).await.expect(200, None);
+    t.put_part(&up, 3).await.expect(200, None);
+    let r = t.complete(&up).await;
+    r.expect(200, None);
+    assert_eq!(r.json()["state"], "complete");
+    t.complete(&up).await.expect(200, None);
+}
+
+#[tokio::test]
+async fn bad_owner_token() {
+    let t = TestApp::new().await;
+    let done = t.upload(Spec::default()).await;
+    let pending = t.create(Spec::default()).await;
+    let wrong = b64(&[9u8; 32]);
+
+    // On a public file a wrong owner token is 403 bad_token, on every owner route.
+    for (method, path) in [
+        (Method::GET, "manage"),
+        (Method::GET, "parts"),
+        (Method::POST, "complete"),
+    ] {
+        let r = t
+            .call(
+                method,
+                &format!("/api/v1/files/{}/{path}", done.id),
+                Some(&wrong),
+                None,
+            )
+            .await;
+        r.expect(403, Some("bad_token"));
+    }
+    t.call(
+        Method::DELETE,
+        &format!("/api/v1/files/{}", done.id),
+        Some(&wrong),
+        None,
+    )
+    .await
+    .expect(403, Some("bad_token"));
+    t.call(
+        Method::DELETE,
+        &format!("/api/v1/files/{}", done.id),
+        None,
+        None,
+    )
+    .await
+    .expect(403, Some("bad_token"));
+    // The auth token is not an owner token.
+    t.get(
+        &format!("/api/v1/files/{}/manage", done.id),
+        Some(&done.auth),
+    )
+    .await
+    .expect(403, Some("bad_token"));
+
+    // On a file the public cannot see, a wrong owner token learns nothing: plain 404.
+    t.put_raw(&pending.id, &wrong, 0, pending.part(0))
+        .await
+        .expect(404, Some("not_found"));
+    t.get(
+        &format!("/api/v1/files/{}/manage", pending.id),
+        Some(&wrong),
+    )
+    .await
+    .expect(404, Some("not_found"));
+    assert!(t.objects(&pending.id).await.is_empty());
+}
+
+#[tokio::test]
+async fn single_part_file() {
+    let t = TestApp::new().await;
+    let up = t
+        .upload(Spec {
+            size: 38,
+            ..Spec::default()
+        })
+        .await;
+    assert_eq!(up.part_count, 1);
+    let ticket = t.ticket(&up).await;
+    let r = t
+        .get(&format!("/api/v1/files/{}/parts/0", up.id), Some(&ticket))
+        .await;
+    r.expect(200, None);
+    assert_eq!(r.body.as_ref(), up.body.as_slice());
+}
+
+#[tokio::test]
+async fn lifetime_starts_at_completion() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    // Pretend the upload started two hours ago with a one-hour lifetime: a slow upload must
+    // not expire before it is even complete.
+    t.exec(
+        "UPDATE files SET created_at = created_at - 7200, expires_at = expires_at - 7200 \
+         WHERE id = ?",
+        &up.id,
+    )
+    .await;
+    t.finish(&up).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let r = t
+        .get(&format!("/api/v1/files/{}/manage", up.id), Some(&up.owner))
+        .await;
+    let expires_at = r.json()["expires_at"].as_i64().unwrap();
+    assert!(
+        (now + 3590..=now + 3610).contains(&expires_at),
+        "{expires_at} vs {now}"
+    );
+    t.get(&format!("/api/v1/files/{}", up.id), None)
+        .await
+        .expect(200, None);
+}

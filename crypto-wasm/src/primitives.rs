@@ -1,0 +1,88 @@
+//! Thin wrappers over the RustCrypto primitives: the OS random source, HKDF-SHA256 and
+//! AES-128-GCM with detached tags. Nothing here knows about files, parts or JSON.
+
+use aes_gcm::aead::AeadInPlace;
+use aes_gcm::{Aes128Gcm, KeyInit, Nonce, Tag};
+use hkdf::Hkdf;
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+/// Length of an AES-GCM authentication tag in bytes.
+pub(crate) const TAG_LEN: usize = 16;
+
+/// Returns `N` bytes from the operating system's CSPRNG (`crypto.getRandomValues` in browsers).
+///
+/// # Panics
+///
+/// Panics if the platform has no usable random source. There is no safe way to continue
+/// without randomness, and every supported platform (Linux, macOS, Windows, browsers) has one.
+pub(crate) fn random_array<const N: usize>() -> [u8; N] {
+    let mut bytes = [0u8; N];
+    getrandom::getrandom(&mut bytes).expect("the platform random source failed");
+    bytes
+}
+
+/// `HKDF-SHA256[salt](ikm)`: the extract step, kept as a value so that several labels can be
+/// expanded from one pseudorandom key.
+pub(crate) struct Prk(Hkdf<Sha256>);
+
+impl Prk {
+    /// `PRK = HKDF-SHA256-Extract(salt, ikm)`.
+    pub(crate) fn extract(salt: &[u8], ikm: &[u8]) -> Self {
+        Self(Hkdf::<Sha256>::new(Some(salt), ikm))
+    }
+
+    /// `HKDF-SHA256-Expand(PRK, info, N)`.
+    pub(crate) fn expand<const N: usize>(&self, info: &[u8]) -> Zeroizing<[u8; N]> {
+        let mut okm = Zeroizing::new([0u8; N]);
+        // Every caller asks for at most 32 bytes, far below HKDF's 255 * 32 limit.
+        self.0
+            .expand(info, okm.as_mut())
+            .expect("HKDF output length is a small constant");
+        okm
+    }
+}
+
+/// An AES-128-GCM key, expanded once and reused for many messages.
+///
+/// The expanded key schedule is wiped on drop (the `aes` crate's "zeroize" feature).
+#[derive(Clone)]
+pub(crate) struct Aead(Aes128Gcm);
+
+impl Aead {
+    /// Expands `key` into a cipher instance.
+    pub(crate) fn new(key: &[u8; 16]) -> Self {
+        Self(Aes128Gcm::new(key.into()))
+    }
+
+    /// Replaces `buf` with `AES-128-GCM-Encrypt[key, nonce, aad](buf)` and returns the tag.
+    pub(crate) fn seal_in_place(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; TAG_LEN] {
+        // Encryption only fails for messages longer than 2^36 bytes; records are at most 16 MiB
+        // and metadata at most 4 KiB.
+        self.0
+            .encrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf)
+            .expect("AES-GCM message length is bounded")
+            .into()
+    }
+
+    /// Verifies `tag` over `buf` and, only if it is valid, decrypts `buf` in place.
+    ///
+    /// On failure the contents of `buf` are unspecified and must be discarded; the caller learns
+    /// nothing but the failure.
+    pub(crate) fn open_in_place(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), crate::Error> {
+        self.0
+            .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
+            .map_err(|_| crate::Error::Decrypt)
+    }
+}

@@ -1,0 +1,119 @@
+// Test harness: starts the real `bitstratus-server` on a free loopback port with a fresh data
+// directory, and the system's Chromium (headless) through playwright-core.
+// `cargo xtask test` sets BITSTRATUS_SERVER, BITSTRATUS_STATIC_DIR and CHROMIUM.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+
+function required(name) {
+  const value = process.env[name];
+  if (!value) throw new Error(`${name} is not set: run the end-to-end tests through \`cargo xtask test\``);
+  return value;
+}
+
+async function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.unref();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts the server; resolves once it answers HTTP. */
+export async function startServer() {
+  const dataDir = mkdtempSync(join(tmpdir(), "bitstratus-e2e-"));
+  const port = await freePort();
+  const origin = `http://127.0.0.1:${port}`;
+  const child = spawn(
+    required("BITSTRATUS_SERVER"),
+    ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--static-dir", required("BITSTRATUS_STATIC_DIR")],
+    { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } },
+  );
+  let exited = null;
+  child.on("exit", (code) => (exited = code));
+  for (let i = 0; i < 300; i++) {
+    if (exited !== null) throw new Error(`bitstratus-server exited with ${exited} before answering`);
+    try {
+      const response = await fetch(`${origin}/`);
+      if (response.ok) break;
+    } catch {
+      // Not listening yet.
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  return {
+    origin,
+    dataDir,
+    async stop() {
+      if (exited === null) {
+        child.kill("SIGTERM");
+        await new Promise((r) => child.once("exit", r));
+      }
+    },
+  };
+}
+
+/** Launches headless Chromium with the flags proven on this kind of machine. */
+export async function launchBrowser() {
+  return chromium.launch({
+    executablePath: required("CHROMIUM"),
+    headless: true,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+}
+
+/**
+ * A fresh browser context (its own profile: no shared storage) with one page that records
+ * console errors and uncaught exceptions, so CSP violations and panics fail the test.
+ */
+export async function freshPage(browser) {
+  const context = await browser.newContext({ acceptDownloads: true });
+  const page = await context.newPage();
+  const problems = [];
+  page.on("console", (message) => {
+    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+  });
+  page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
+  return { context, page, problems };
+}
+
+/** Writes `bytes` to a new temporary file called `name`; returns its path. */
+export function tempFile(name, bytes) {
+  const dir = mkdtempSync(join(tmpdir(), "bitstratus-file-"));
+  const path = join(dir, name);
+  writeFileSync(path, bytes);
+  return path;
+}
+
+/** Every regular file under `dir`, recursively. */
+export function filesUnder(dir) {
+  const out = [];
+  for (const entry of readdirSync(dir)) {
+    const path = join(dir, entry);
+    const stat = statSync(path);
+    if (stat.isDirectory()) out.push(...filesUnder(path));
+    else if (stat.isFile()) out.push(path);
+  }
+  return out;
+}
+
+/** The stored files under `dir` that contain `needle` (a Buffer), as paths. */
+export function filesContaining(dir, needle) {
+  return filesUnder(dir).filter((path) => readFileSync(path).includes(needle));
+}

@@ -1,0 +1,317 @@
+//! Project automation, run as `cargo xtask <command>`:
+//!
+//! - `run`: install missing build tools, build the web app (Trunk) and the server, and serve
+//!   both on <http://127.0.0.1:8080> with SQLite and local-disk storage under `./data`.
+//! - `test`: install what the tests need (wasm target, wasm-bindgen-cli, Trunk, Chromium and
+//!   its driver, the end-to-end test's npm packages), then run fmt, clippy (native and wasm32),
+//!   docs, the native and in-browser unit tests, and the end-to-end tests in headless Chromium.
+//!
+//! It uses only the standard library so that it builds in seconds on a fresh machine.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+/// The wasm-bindgen CLI must match the `wasm-bindgen` crate pinned in the root `Cargo.toml`.
+const WASM_BINDGEN_VERSION: &str = "0.2.106";
+/// Trunk 0.22 needs a newer rustc than this machine's 1.95.
+const TRUNK_VERSION: &str = "0.21.14";
+const WASM_TARGET: &str = "wasm32-unknown-unknown";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+type Result<T = ()> = std::result::Result<T, String>;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("run") => run(&args[1..]),
+        Some("test") => test(),
+        _ => Err("usage: cargo xtask run [server flags...] | cargo xtask test".to_owned()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_path_buf()
+}
+
+/// Where cargo puts build output: `CARGO_TARGET_DIR` when set, else `<root>/target`.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"))
+}
+
+fn run(server_args: &[String]) -> Result {
+    ensure_build_tools()?;
+    build_app()?;
+    step("build the server", || {
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "backend",
+            "--bin",
+            "bitstratus-server",
+        ])
+    })?;
+    let server = target_dir().join("release/bitstratus-server");
+    println!("BitStratus is starting on http://127.0.0.1:8080 (data in ./data; Ctrl-C stops it)");
+    let status = Command::new(server)
+        .current_dir(root())
+        .args(["--static-dir", "app/dist"])
+        .args(server_args)
+        .status()
+        .map_err(|e| format!("could not start the server: {e}"))?;
+    check(status, "bitstratus-server")
+}
+
+fn test() -> Result {
+    let started = Instant::now();
+    ensure_build_tools()?;
+    ensure_browser()?;
+    ensure_e2e_packages()?;
+
+    step("rustfmt", || cargo(&["fmt", "--all", "--check"]))?;
+    step("clippy (native)", || {
+        cargo(&[
+            "clippy",
+            "-p",
+            "crypto-wasm",
+            "-p",
+            "backend",
+            "-p",
+            "xtask",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    step("clippy (wasm32)", || {
+        cargo(&[
+            "clippy",
+            "-p",
+            "crypto-wasm",
+            "-p",
+            "app",
+            "--all-targets",
+            "--target",
+            WASM_TARGET,
+            "--",
+            "-D",
+            "warnings",
+        ])
+    })?;
+    step("docs", || {
+        Command::new("cargo")
+            .args(["doc", "--no-deps", "-p", "crypto-wasm", "-p", "backend"])
+            .env("RUSTDOCFLAGS", "-D warnings")
+            .current_dir(root())
+            .status()
+            .map_err(|e| e.to_string())
+            .and_then(|s| check(s, "cargo doc"))
+    })?;
+    step("unit and integration tests (native)", || {
+        cargo(&["test", "-p", "crypto-wasm", "-p", "backend", "-p", "xtask"])
+    })?;
+    step("crypto tests in headless Chromium (wasm32)", || {
+        Command::new("cargo")
+            .args(["test", "-p", "crypto-wasm", "--target", WASM_TARGET])
+            .env("CHROMEDRIVER", CHROMEDRIVER)
+            .current_dir(root())
+            .status()
+            .map_err(|e| e.to_string())
+            .and_then(|s| check(s, "wasm tests"))
+    })?;
+    build_app()?;
+    step("build the server for the end-to-end tests", || {
+        cargo(&["build", "-p", "backend", "--bin", "bitstratus-server"])
+    })?;
+    step("end-to-end tests in headless Chromium", || {
+        let status = Command::new("node")
+            .args(["--test", "--test-concurrency=1", "e2e/"])
+            .env(
+                "BITSTRATUS_SERVER",
+                target_dir().join("debug/bitstratus-server"),
+            )
+            .env("BITSTRATUS_STATIC_DIR", root().join("app/dist"))
+            .env("CHROMIUM", CHROMIUM)
+            .current_dir(root())
+            .status()
+            .map_err(|e| format!("could not run node: {e}"))?;
+        check(status, "end-to-end tests")
+    })?;
+    println!(
+        "xtask: every check passed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Builds the web app into `app/dist` with Trunk (release: the crypto must be fast).
+fn build_app() -> Result {
+    step("build the web app (trunk)", || {
+        let status = Command::new("trunk")
+            .args(["build", "--release", "--offline"])
+            .current_dir(root())
+            .status()
+            .map_err(|e| format!("could not run trunk: {e}"))?;
+        check(status, "trunk build")
+    })
+}
+
+/// The wasm32 target, wasm-bindgen-cli and Trunk, each installed only when missing.
+fn ensure_build_tools() -> Result {
+    let installed = output("rustup", &["target", "list", "--installed"]).unwrap_or_default();
+    if !installed.lines().any(|l| l.trim() == WASM_TARGET) {
+        step("install the wasm32 target (rustup)", || {
+            command("rustup", &["target", "add", WASM_TARGET])
+        })?;
+    }
+    ensure_cargo_tool(
+        "wasm-bindgen",
+        "wasm-bindgen-cli",
+        WASM_BINDGEN_VERSION,
+        false,
+    )?;
+    ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, true)
+}
+
+fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, locked: bool) -> Result {
+    let have = output(bin, &["--version"]).unwrap_or_default();
+    if have.split_whitespace().any(|word| word == version) {
+        return Ok(());
+    }
+    step(
+        &format!("install {krate} {version} (cargo install, a few minutes, once)"),
+        || {
+            let mut args = vec!["install", krate, "--version", version];
+            if locked {
+                args.push("--locked");
+            }
+            // Tools go to ~/.cargo/bin, built in their own target dir, not the workspace's.
+            Command::new("cargo")
+                .args(&args)
+                .env_remove("CARGO_TARGET_DIR")
+                .status()
+                .map_err(|e| e.to_string())
+                .and_then(|s| check(s, "cargo install"))
+        },
+    )
+}
+
+/// Debian's Chromium and its matching ChromeDriver.
+fn ensure_browser() -> Result {
+    if Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists() {
+        return Ok(());
+    }
+    step(
+        "install chromium and chromium-driver (apt-get, once)",
+        || {
+            command("apt-get", &["update", "-q"])?;
+            let status = Command::new("apt-get")
+                .args(["install", "-y", "-q", "chromium", "chromium-driver"])
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .status()
+                .map_err(|e| format!("could not run apt-get: {e}"))?;
+            check(status, "apt-get install")
+        },
+    )
+}
+
+/// The end-to-end tests' npm packages (playwright-core, driving the system Chromium).
+fn ensure_e2e_packages() -> Result {
+    let e2e = root().join("e2e");
+    let installed = e2e.join("node_modules/.package-lock.json");
+    let lock = std::fs::read(e2e.join("package-lock.json")).map_err(|e| e.to_string())?;
+    let fresh = std::fs::read(&installed)
+        .map(|i| same_packages(&i, &lock))
+        .unwrap_or(false);
+    if fresh {
+        return Ok(());
+    }
+    step("install the end-to-end test packages (npm ci)", || {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&e2e)
+            .status()
+            .map_err(|e| format!("could not run npm: {e}"))?;
+        check(status, "npm ci")
+    })
+}
+
+/// Whether npm's record of installed packages names every `"resolved"` entry of the lockfile.
+fn same_packages(installed: &[u8], lock: &[u8]) -> bool {
+    let installed = String::from_utf8_lossy(installed);
+    String::from_utf8_lossy(lock)
+        .lines()
+        .filter(|l| l.contains("\"resolved\""))
+        .all(|l| installed.contains(l.trim()))
+}
+
+/// Runs one named step, printing its name and time so a slow or failing step is easy to find.
+fn step(name: &str, body: impl FnOnce() -> Result) -> Result {
+    println!("\n==> {name}");
+    let started = Instant::now();
+    body().map_err(|e| format!("{name}: {e}"))?;
+    println!(
+        "<== {name}: done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn cargo(args: &[&str]) -> Result {
+    command("cargo", args)
+}
+
+fn command(program: &str, args: &[&str]) -> Result {
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("could not run {program}: {e}"))?;
+    check(status, program)
+}
+
+fn check(status: std::process::ExitStatus, what: &str) -> Result {
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{what} failed ({status})"))
+    }
+}
+
+/// A command's standard output, or `None` when it cannot run (for example, not installed).
+fn output(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_packages;
+
+    #[test]
+    fn changed_lockfile_means_reinstall() {
+        let lock = br#""resolved": "https://example/a-1.0.0.tgz","#;
+        assert!(same_packages(lock, lock));
+        let newer = br#""resolved": "https://example/a-1.1.0.tgz","#;
+        assert!(!same_packages(lock, newer));
+    }
+}
