@@ -29,7 +29,7 @@ impl ApiError {
 
     /// Whether trying the same request again may succeed.
     pub(crate) fn is_transient(&self) -> bool {
-        self.status == 0 || self.status == 429 || self.status >= 500
+        matches!(self.status, 0 | 408 | 429) || self.status >= 500
     }
 }
 

@@ -17,6 +17,11 @@ pub const DEFAULT_DATA_DIR: &str = "./data";
 pub const DEFAULT_MAX_FILE_SIZE: &str = "100GiB";
 /// Default cap on one part; each part is buffered in memory once, so this bounds RAM per upload.
 pub const DEFAULT_MAX_PART_SIZE: &str = "64MiB";
+/// Default number of part bodies read at once. Each one buffers up to `--max-part-size`, so
+/// with the defaults part buffers never take more than 64 × 64 MiB = 4 GiB.
+pub const DEFAULT_MAX_CONCURRENT_PARTS: &str = "64";
+/// Default time a part body may go without delivering a byte before its upload is abandoned.
+pub const DEFAULT_PART_IDLE_TIMEOUT: &str = "60s";
 /// Default lifetime of an upload that never completes.
 pub const DEFAULT_UPLOAD_TTL: &str = "24h";
 /// Default period of the garbage collector.
@@ -115,6 +120,16 @@ pub struct Config {
     #[arg(long, env = "BITSTRATUS_MAX_PART_SIZE", default_value = DEFAULT_MAX_PART_SIZE, value_parser = parse_size)]
     pub max_part_size: u64,
 
+    /// How many part bodies may be read at once; more answer 503 `server_busy`. Part buffers
+    /// use at most this many times `--max-part-size` of memory.
+    #[arg(long, env = "BITSTRATUS_MAX_CONCURRENT_PARTS", default_value = DEFAULT_MAX_CONCURRENT_PARTS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub max_concurrent_parts: usize,
+
+    /// A part body that delivers no byte for this long is abandoned with 408 `timeout`, e.g. `60s`.
+    #[arg(long, env = "BITSTRATUS_PART_IDLE_TIMEOUT", default_value = DEFAULT_PART_IDLE_TIMEOUT, value_parser = parse_positive_duration)]
+    pub part_idle_timeout: Duration,
+
     /// Incomplete uploads older than this are garbage-collected, e.g. `24h`.
     #[arg(long, env = "BITSTRATUS_UPLOAD_TTL", default_value = DEFAULT_UPLOAD_TTL, value_parser = parse_duration)]
     pub upload_ttl: Duration,
@@ -142,6 +157,8 @@ impl Config {
             static_dir: None,
             max_file_size: parse_size(DEFAULT_MAX_FILE_SIZE).expect("valid default"),
             max_part_size: parse_size(DEFAULT_MAX_PART_SIZE).expect("valid default"),
+            max_concurrent_parts: DEFAULT_MAX_CONCURRENT_PARTS.parse().expect("valid default"),
+            part_idle_timeout: parse_duration(DEFAULT_PART_IDLE_TIMEOUT).expect("valid default"),
             upload_ttl: parse_duration(DEFAULT_UPLOAD_TTL).expect("valid default"),
             gc_interval: parse_duration(DEFAULT_GC_INTERVAL).expect("valid default"),
         }
@@ -221,6 +238,17 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration {s:?} is too large"))
 }
 
+/// Parses a duration like [`parse_duration`] but refuses zero, for timeouts where zero would
+/// abort everything at once.
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.is_zero() {
+        Err("the duration must be positive".to_owned())
+    } else {
+        Ok(d)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +271,28 @@ mod tests {
         assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
         assert!(parse_duration("1y").is_err());
+        assert!(parse_positive_duration("0").is_err());
+        assert_eq!(parse_positive_duration("1m"), Ok(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn concurrency_and_idle_timeout_flags() {
+        let parsed = Config::try_parse_from([
+            "bitstratus-server",
+            "--max-concurrent-parts",
+            "8",
+            "--part-idle-timeout",
+            "2m",
+        ])
+        .unwrap();
+        assert_eq!(parsed.max_concurrent_parts, 8);
+        assert_eq!(parsed.part_idle_timeout, Duration::from_secs(120));
+        for bad in [
+            ["--max-concurrent-parts", "0"],
+            ["--part-idle-timeout", "0"],
+        ] {
+            assert!(Config::try_parse_from(["bitstratus-server", bad[0], bad[1]]).is_err());
+        }
     }
 
     #[test]

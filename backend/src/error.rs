@@ -72,6 +72,17 @@ pub enum ApiError {
     /// A JSON body larger than allowed.
     #[error("request body too large")]
     PayloadTooLarge,
+    /// Every part-upload slot (`--max-concurrent-parts`) is taken; retry shortly.
+    #[error("the server is busy with other uploads; retry shortly")]
+    ServerBusy,
+    /// A part body delivered nothing for `--part-idle-timeout`; nothing was stored.
+    #[error("part {n} stalled: no data arrived for {idle:?}; nothing was stored")]
+    Timeout {
+        /// Part number.
+        n: u64,
+        /// The configured idle timeout.
+        idle: std::time::Duration,
+    },
     /// The route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -110,6 +121,8 @@ impl ApiError {
             }
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            Self::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -131,6 +144,8 @@ impl ApiError {
             Self::RangeNotSatisfiable { .. } => "range_not_satisfiable",
             Self::PayloadTooLarge => "payload_too_large",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::ServerBusy => "server_busy",
+            Self::Timeout { .. } => "timeout",
             Self::Internal(_) => "internal",
         }
     }
@@ -195,10 +210,19 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if let Self::RangeNotSatisfiable { size } = self
-            && let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}"))
-        {
-            res.headers_mut().insert(header::CONTENT_RANGE, v);
+        match self {
+            Self::RangeNotSatisfiable { size } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                    res.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            // Slots free up as soon as any part finishes, so one second is a fair first wait;
+            // the web app adds its own backoff on top.
+            Self::ServerBusy => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         res
     }

@@ -18,6 +18,7 @@ pub mod storage;
 use std::sync::Arc;
 
 use axum::Router;
+use tokio::sync::Semaphore;
 
 pub use config::Config;
 pub use error::ApiError;
@@ -36,6 +37,9 @@ pub struct AppState {
     pub db: Db,
     /// The object store.
     pub storage: Storage,
+    /// One permit per part body being read (`--max-concurrent-parts`). Each read buffers up
+    /// to `--max-part-size`, so this bounds part-buffer memory to their product.
+    part_permits: Arc<Semaphore>,
     security: Arc<SecurityHeaders>,
     static_files: Option<StaticFiles>,
 }
@@ -65,22 +69,32 @@ impl AppState {
         };
         let csp = security::content_security_policy(index_html.as_deref());
         let static_files = config.static_dir.as_deref().map(StaticFiles::new);
+        // Semaphore::new panics above MAX_PERMITS; no real limit comes near it anyway.
+        let permits = config.max_concurrent_parts.min(Semaphore::MAX_PERMITS);
+        let part_permits = Arc::new(Semaphore::new(permits));
         Ok(Self {
             config: Arc::new(config),
             db,
             storage,
+            part_permits,
             security: Arc::new(SecurityHeaders::new(&csp)),
             static_files,
         })
     }
 
     /// The same database and store under a different configuration (tests use it to run
-    /// the garbage collector with another TTL).
+    /// the garbage collector with another TTL). The part-upload permits are shared too, so
+    /// `max_concurrent_parts` keeps the value the state was built with.
     pub fn with_config(&self, config: Config) -> Self {
         Self {
             config: Arc::new(config),
             ..self.clone()
         }
+    }
+
+    /// How many more part bodies could be read right now (tests and diagnostics).
+    pub fn part_permits_available(&self) -> usize {
+        self.part_permits.available_permits()
     }
 
     /// The security headers every response carries.

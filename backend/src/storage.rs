@@ -107,6 +107,11 @@ impl Storage {
 
     /// Stores a part's bytes under `key` without ever replacing different bytes. `sha256` is
     /// the hash of `data`, used to recognise an identical existing object (a retried upload).
+    ///
+    /// On S3 `PutMode::Create` is a PUT with `If-None-Match: *`, which an existing key answers
+    /// with 412 (`AlreadyExists` here); the S3 integration tests check this against a real
+    /// server (`s3s-fs`). The store must make that check atomic with the write, as AWS S3,
+    /// MinIO and R2 do, for two concurrent writers of one key to be told apart.
     pub async fn put_part(
         &self,
         key: &Path,

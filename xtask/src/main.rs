@@ -3,8 +3,9 @@
 //! - `run`: install missing build tools, build the web app (Trunk) and the server, and serve
 //!   both on <http://127.0.0.1:8080> with SQLite and local-disk storage under `./data`.
 //! - `test`: install what the tests need (wasm target, wasm-bindgen-cli, Trunk, Chromium and
-//!   its driver, the end-to-end test's npm packages), then run fmt, clippy (native and wasm32),
-//!   docs, the native and in-browser unit tests, and the end-to-end tests in headless Chromium.
+//!   its driver, the s3s-fs S3 server, the end-to-end test's npm packages), then run fmt,
+//!   clippy (native and wasm32), docs, the native and in-browser unit tests, and the
+//!   end-to-end tests in headless Chromium.
 //!
 //! It uses only the standard library so that it builds in seconds on a fresh machine.
 
@@ -17,6 +18,8 @@ use std::time::Instant;
 const WASM_BINDGEN_VERSION: &str = "0.2.106";
 /// Trunk 0.22 needs a newer rustc than this machine's 1.95.
 const TRUNK_VERSION: &str = "0.21.14";
+/// s3s-fs: a real S3-compatible server the backend's S3 tests start (0.17 needs rustc 1.96).
+const S3S_FS_VERSION: &str = "0.14.1";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -55,6 +58,10 @@ fn target_dir() -> PathBuf {
 }
 
 fn run(server_args: &[String]) -> Result {
+    // `cargo xtask run -- --flag` passes the `--` through; the server's flags follow it.
+    let server_args = server_args
+        .strip_prefix(&["--".to_owned()])
+        .unwrap_or(server_args);
     ensure_build_tools()?;
     build_app()?;
     step("build the server", || {
@@ -81,6 +88,12 @@ fn run(server_args: &[String]) -> Result {
 fn test() -> Result {
     let started = Instant::now();
     ensure_build_tools()?;
+    ensure_cargo_tool(
+        "s3s-fs",
+        "s3s-fs",
+        S3S_FS_VERSION,
+        &["--features", "binary"],
+    )?;
     ensure_browser()?;
     ensure_e2e_packages()?;
 
@@ -185,12 +198,12 @@ fn ensure_build_tools() -> Result {
         "wasm-bindgen",
         "wasm-bindgen-cli",
         WASM_BINDGEN_VERSION,
-        false,
+        &[],
     )?;
-    ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, true)
+    ensure_cargo_tool("trunk", "trunk", TRUNK_VERSION, &["--locked"])
 }
 
-fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, locked: bool) -> Result {
+fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, extra: &[&str]) -> Result {
     let have = output(bin, &["--version"]).unwrap_or_default();
     if have.split_whitespace().any(|word| word == version) {
         return Ok(());
@@ -199,9 +212,7 @@ fn ensure_cargo_tool(bin: &str, krate: &str, version: &str, locked: bool) -> Res
         &format!("install {krate} {version} (cargo install, a few minutes, once)"),
         || {
             let mut args = vec!["install", krate, "--version", version];
-            if locked {
-                args.push("--locked");
-            }
+            args.extend_from_slice(extra);
             // Tools go to ~/.cargo/bin, built in their own target dir, not the workspace's.
             Command::new("cargo")
                 .args(&args)

@@ -250,11 +250,28 @@ pub(crate) async fn put_part(
 
     // One part is buffered in memory: it is at most --max-part-size (checked at create), which
     // keeps the storage write a single create-only PUT and the hash check before any write.
+    // A permit is taken first, without queueing, and held until the buffer is stored and
+    // dropped: at most --max-concurrent-parts buffers exist at once, so part buffers never use
+    // more than max_concurrent_parts × max_part_size of memory. A refused client retries (the
+    // answer carries Retry-After), which is cheaper than holding its connection in a queue.
+    let _permit = state
+        .part_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::ServerBusy)?;
     let cap = usize::try_from(expected).map_err(ApiError::internal)?;
     let mut buf = BytesMut::with_capacity(cap);
     let mut hasher = Sha256::new();
     let mut stream = body.into_data_stream();
-    while let Some(chunk) = stream.next().await {
+    // The idle timer restarts with every chunk: a slow but steady client is fine, a stalled one
+    // would otherwise hold its permit and buffer forever. Returning drops what was read.
+    let idle = state.config.part_idle_timeout;
+    loop {
+        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+            tracing::info!(%id, n, ?idle, "part body stalled; abandoned");
+            return Err(ApiError::Timeout { n, idle });
+        };
+        let Some(chunk) = next else { break };
         let got = buf.len() as u64;
         // A body error is the client going away mid-part: a truncated upload.
         let chunk = chunk.map_err(|_| ApiError::PartSizeMismatch { n, expected, got })?;

@@ -1,5 +1,6 @@
 //! Over a real socket: the server bound to 127.0.0.1:0 and raw HTTP/1.1 requests, to cover
-//! what `oneshot` cannot (hyper's framing of early 413s and of bodies cut off mid-part).
+//! what `oneshot` cannot (hyper's framing of early 413s and 408s and of bodies cut off
+//! mid-part).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -111,4 +112,28 @@ async fn real_http_truncated_part_leaves_no_row() {
     s.write_all(&part).await.unwrap();
     let res = read_all(&mut s, Duration::from_secs(10)).await;
     assert_eq!(status_of(&res), 200, "{res}");
+}
+
+#[tokio::test]
+async fn real_http_stalled_part_is_408_while_the_client_still_owes_bytes() {
+    let t = TestApp::with(|c| c.part_idle_timeout = Duration::from_millis(200)).await;
+    let up = t.create(Spec::default()).await;
+    let addr = serve(&t).await;
+    let part = up.part(0);
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT /api/v1/files/{}/parts/0 HTTP/1.1\r\nHost: localhost\r\n\
+         Authorization: Bearer {}\r\nX-Content-SHA256: {}\r\nContent-Length: {}\r\n\r\n",
+        up.id,
+        up.owner,
+        sha256_hex(&part),
+        part.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(&part[..part.len() / 2]).await.unwrap();
+    // The connection stays open but silent: the server answers and closes it.
+    let res = read_all(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(status_of(&res), 408, "{res}");
+    assert!(res.contains("\"timeout\""), "{res}");
+    assert!(t.objects(&up.id).await.is_empty());
 }

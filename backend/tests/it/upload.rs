@@ -1,12 +1,13 @@
 //! Upload: create validation, part PUT (size caps, truncation, hashes, idempotency,
-//! conflicts), resume listing, complete.
+//! conflicts, the concurrency limit, the idle timeout), resume listing, complete.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::{Method, Request, header};
+use backend::storage::{PutOutcome, part_key};
 use bytes::Bytes;
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _};
 use serde_json::{Value, json};
 
 use crate::common::*;
@@ -250,7 +251,11 @@ async fn bad_part_number_is_400() {
 
 #[tokio::test]
 async fn idempotent_part_reput() {
-    let t = TestApp::new().await;
+    idempotent_part_reput_on(&TestApp::new().await).await;
+}
+
+/// The same part twice is one object and one row; shared with `s3.rs`.
+pub(crate) async fn idempotent_part_reput_on(t: &TestApp) {
     let up = t.create(Spec::default()).await;
     let first = t.put_part(&up, 2).await;
     first.expect(200, None);
@@ -273,7 +278,11 @@ async fn idempotent_part_reput() {
 
 #[tokio::test]
 async fn part_conflict_is_409_and_keeps_the_first_bytes() {
-    let t = TestApp::new().await;
+    part_conflict_on(&TestApp::new().await).await;
+}
+
+/// Other bytes for a stored part are refused and the first bytes survive; shared with `s3.rs`.
+pub(crate) async fn part_conflict_on(t: &TestApp) {
     let up = t.create(Spec::default()).await;
     t.put_part(&up, 1).await.expect(200, None);
     let mut other = up.part(1);
@@ -291,6 +300,75 @@ async fn part_conflict_is_409_and_keeps_the_first_bytes() {
         .get(&format!("/api/v1/files/{}/content", up.id), Some(&ticket))
         .await;
     assert_eq!(r.body.as_ref(), up.body.as_slice());
+}
+
+#[tokio::test]
+async fn stored_objects_are_never_overwritten() {
+    create_only_storage_on(&TestApp::new().await).await;
+}
+
+/// Create-only semantics of the store itself, below the database check: an object left
+/// without a row (as after a crash between the write and the row insert) is never replaced by
+/// other bytes, while the identical bytes count as stored. Shared with `s3.rs`.
+pub(crate) async fn create_only_storage_on(t: &TestApp) {
+    let up = t.create(Spec::default()).await;
+
+    // Part 1: an orphan with other bytes.
+    let real = up.part(1);
+    let mut other = real.clone();
+    other[0] ^= 1;
+    assert_eq!(store(t, &up, 1, &other).await, PutOutcome::Stored);
+    assert_eq!(
+        store(t, &up, 1, &other).await,
+        PutOutcome::Stored,
+        "identical retry"
+    );
+    assert_eq!(store(t, &up, 1, &real).await, PutOutcome::Conflict);
+    assert_eq!(stored(t, &up, 1).await, other);
+    // Through the API the orphan's bytes win too: the client's different bytes would reuse
+    // the part's nonces, so they are refused rather than written over the orphan.
+    t.put_part(&up, 1).await.expect(409, Some("part_conflict"));
+    assert_eq!(stored(t, &up, 1).await, other);
+
+    // Part 2: an orphan with the right bytes is simply adopted.
+    assert_eq!(store(t, &up, 2, &up.part(2)).await, PutOutcome::Stored);
+    t.put_part(&up, 2).await.expect(200, None);
+    let parts = t
+        .get(&format!("/api/v1/files/{}/parts", up.id), Some(&up.owner))
+        .await;
+    assert_eq!(
+        parts.json(),
+        json!({"parts": [{"n": 2, "size": 64, "sha256": sha256_hex(&up.part(2))}]})
+    );
+    assert_eq!(stored(t, &up, 2).await, up.part(2));
+}
+
+/// Writes part `n` straight to the store, bypassing the API and the database.
+async fn store(t: &TestApp, up: &Upload, n: u64, bytes: &[u8]) -> PutOutcome {
+    t.state
+        .storage
+        .put_part(
+            &part_key(&up.id, n),
+            Bytes::copy_from_slice(bytes),
+            &backend::ids::hash(bytes),
+        )
+        .await
+        .unwrap()
+}
+
+/// Reads part `n` straight from the store.
+async fn stored(t: &TestApp, up: &Upload, n: u64) -> Vec<u8> {
+    let len = up.part(n).len() as u64;
+    let chunks: Vec<Bytes> = t
+        .state
+        .storage
+        .get_range(&part_key(&up.id, n), 0..len)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    chunks.concat()
 }
 
 #[tokio::test]
@@ -430,4 +508,118 @@ async fn lifetime_starts_at_completion() {
     t.get(&format!("/api/v1/files/{}", up.id), None)
         .await
         .expect(200, None);
+}
+
+/// A PUT of part `n` whose body is `body`, announcing the hash of the real part.
+fn put_streamed(
+    up: &Upload,
+    n: u64,
+    body: impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+) -> Request<Body> {
+    Request::put(format!("/api/v1/files/{}/parts/{n}", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(&up.part(n)))
+        .body(Body::from_stream(body))
+        .unwrap()
+}
+
+/// The first `k` bytes of part `n`, then nothing ever again: a client that stalled.
+fn stalled_body(
+    up: &Upload,
+    n: u64,
+    k: usize,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let head = Bytes::copy_from_slice(&up.part(n)[..k]);
+    futures::stream::once(async move { Ok(head) }).chain(futures::stream::pending())
+}
+
+#[tokio::test]
+async fn part_uploads_beyond_the_limit_get_503_server_busy() {
+    let t = TestApp::with(|c| c.max_concurrent_parts = 1).await;
+    let up = t.create(Spec::default()).await;
+    assert_eq!(t.state.part_permits_available(), 1);
+
+    // A first upload sends a few bytes and hangs, holding the only permit.
+    let app = t.app.clone();
+    let req = put_streamed(&up, 0, stalled_body(&up, 0, 10));
+    let holder = tokio::spawn(async move { send(&app, req).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.state.part_permits_available() != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the first upload never took its permit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // A second one is refused at once, before its body is read, with a hint to retry.
+    let r = tokio::time::timeout(Duration::from_secs(10), t.put_part(&up, 1))
+        .await
+        .expect("503 must not wait for a permit");
+    r.expect(503, Some("server_busy"));
+    assert_eq!(r.header("retry-after"), "1");
+    assert_eq!(r.header("cache-control"), "no-store");
+    // Requests that fail validation still get their own answer: the permit comes later.
+    t.put_raw(&up.id, &up.owner, 4, vec![0; 22])
+        .await
+        .expect(400, Some("bad_part_number"));
+
+    // The first client goes away: its permit comes back, and nothing of it was stored.
+    holder.abort();
+    assert!(holder.await.unwrap_err().is_cancelled());
+    assert_eq!(t.state.part_permits_available(), 1);
+    assert!(t.objects(&up.id).await.is_empty());
+    t.put_part(&up, 1).await.expect(200, None);
+    t.put_part(&up, 0).await.expect(200, None);
+    assert_eq!(t.state.part_permits_available(), 1);
+}
+
+#[tokio::test]
+async fn stalled_part_body_is_408_timeout_and_stores_nothing() {
+    let idle = Duration::from_millis(300);
+    let t = TestApp::with(|c| c.part_idle_timeout = idle).await;
+    let up = t.create(Spec::default()).await;
+
+    let started = Instant::now();
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        t.send(put_streamed(&up, 0, stalled_body(&up, 0, 60))),
+    )
+    .await
+    .expect("a stalled body must be given up on");
+    r.expect(408, Some("timeout"));
+    assert!(
+        started.elapsed() >= idle,
+        "gave up after {:?}",
+        started.elapsed()
+    );
+    // A body that never sends a byte is given up on too.
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        t.send(put_streamed(&up, 1, futures::stream::pending())),
+    )
+    .await
+    .expect("a silent body must be given up on");
+    r.expect(408, Some("timeout"));
+
+    assert_eq!(
+        t.state.part_permits_available(),
+        t.state.config.max_concurrent_parts
+    );
+    let parts = t
+        .get(&format!("/api/v1/files/{}/parts", up.id), Some(&up.owner))
+        .await;
+    assert_eq!(parts.json()["parts"], json!([]));
+    assert!(t.objects(&up.id).await.is_empty());
+
+    // The timeout is per silence, not per part: a slow but steady body (ten chunks 50 ms
+    // apart, 500 ms in all, longer than the timeout) goes through.
+    let chunks: Vec<Bytes> = up.part(0).chunks(10).map(Bytes::copy_from_slice).collect();
+    let steady = futures::stream::iter(chunks).then(|c| async move {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        Ok::<_, std::io::Error>(c)
+    });
+    let started = Instant::now();
+    t.send(put_streamed(&up, 0, steady)).await.expect(200, None);
+    assert!(started.elapsed() > idle);
 }
