@@ -87,7 +87,7 @@ export async function freshPage(browser) {
   const page = await context.newPage();
   const problems = [];
   page.on("console", (message) => {
-    if (message.type() === "error") problems.push(`console error: ${message.text()}`);
+    if (message.type() === "error") problems.push(`console error: ${message.text()} at ${message.location().url}`);
   });
   page.on("pageerror", (error) => problems.push(`page error: ${error.message}`));
   return { context, page, problems };

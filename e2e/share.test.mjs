@@ -30,8 +30,9 @@ after(async () => {
 });
 
 /** Uploads `paths` through the upload page; returns `[{share, manage}]` in order. */
-async function upload(paths, { password = "", expiry = null, limit = null } = {}) {
+async function upload(paths, { password = "", expiry = null, limit = null, prepare = null, expected = null } = {}) {
   const { context, page, problems } = await freshPage(browser);
+  if (prepare) await prepare(page);
   await page.goto(server.origin + "/");
   await page.setInputFiles("#file-input", paths);
   if (password) await page.fill("#password", password);
@@ -48,7 +49,7 @@ async function upload(paths, { password = "", expiry = null, limit = null } = {}
   const shares = await page.$$eval(".share-link", (inputs) => inputs.map((i) => i.value));
   const manages = await page.$$eval(".manage-link", (inputs) => inputs.map((i) => i.value));
   assert.equal(await page.locator(".qr svg").count(), paths.length, "each upload shows a QR code");
-  assert.deepEqual(problems, []);
+  assert.deepEqual(expected ? problems.filter((p) => !expected.test(p)) : problems, []);
   await context.close();
   for (const link of [...shares, ...manages]) {
     for (const part of new URL(link).hash.slice(1).split(".")) secrets.push(part);
@@ -72,16 +73,17 @@ async function downloadBytes(page) {
 
 const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
 
-test("two files round-trip through the browser, byte-identical, under their names", async () => {
+test("three files (small, 50 MiB, empty) round-trip through the browser, byte-identical, under their names", async () => {
   const small = Buffer.from("Zero knowledge: the server never reads this sentence.\n".repeat(40));
   const big = randomBytes(50 * MiB + 12345);
   const smallName = "notes <img src=x onerror=alert(1)> été ✓.txt";
   const bigName = "archive.bin";
-  const links = await upload([tempFile(smallName, small), tempFile(bigName, big)]);
+  const links = await upload([tempFile(smallName, small), tempFile(bigName, big), tempFile("empty.txt", Buffer.alloc(0))]);
 
   for (const [link, name, bytes, type] of [
     [links[0].share, smallName, small, "text/plain"],
     [links[1].share, bigName, big, "application/octet-stream"],
+    [links[2].share, "empty.txt", Buffer.alloc(0), "text/plain"],
   ]) {
     const { context, page, problems, response } = await open(link);
     const headers = response.headers();
@@ -135,8 +137,8 @@ test("a password link refuses the wrong password and opens with the right one", 
   assert.equal(await page.textContent(".file-name"), "secret-plan.txt");
   const got = await downloadBytes(page);
   assert.equal(got.bytes.toString(), content.toString());
-  // The password-gate failure answers 401 by design; anything else logged is a problem.
-  assert.deepEqual(problems.filter((p) => !p.includes("401")), []);
+  // The wrong password's 401 from /metadata is logged by Chromium by design; nothing else may be.
+  assert.deepEqual(problems.filter((p) => !/status of 401 .* at http:\/\/[^ ]+\/metadata$/.test(p)), []);
   await context.close();
 });
 
@@ -194,6 +196,68 @@ test("an expired link, an exhausted link and a deleted file say the file is not 
   session = await open(links[1].share);
   assert.match(await session.page.textContent(".error"), new RegExp(GONE));
   await session.context.close();
+});
+
+test("a dropped part upload is retried and the file arrives intact", async () => {
+  const bytes = randomBytes(9 * MiB);
+  let dropped = 0;
+  const [{ share }] = await upload([tempFile("flaky.bin", bytes)], {
+    prepare: (page) =>
+      page.route("**/parts/1", (route) => {
+        if (route.request().method() === "PUT" && dropped++ === 0) return route.abort("connectionreset");
+        return route.continue();
+      }),
+    expected: /ERR_CONNECTION_RESET at http:\/\/[^ ]+\/parts\/1$/,
+  });
+  assert.equal(dropped, 2, "part 1 was dropped once, then sent again");
+  const { context, page } = await open(share);
+  assert.equal(sha256((await downloadBytes(page)).bytes), sha256(bytes));
+  await context.close();
+});
+
+test("an interrupted download resumes from the failed part without counting again", async () => {
+  const bytes = randomBytes(13 * MiB);
+  const [{ share }] = await upload([tempFile("resumable.bin", bytes)], { limit: 1 });
+  const { context, page } = await open(share);
+  let refused = 0;
+  // A proxy refuses part 2 once with an error that is not worth retrying automatically.
+  await page.route("**/parts/2", (route) =>
+    refused++ === 0 ? route.fulfill({ status: 400, body: "refused by proxy" }) : route.continue(),
+  );
+  await page.click("#download");
+  await page.waitForSelector("#resume");
+  assert.match(await page.textContent(".error"), /download stopped/);
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#resume")]);
+  await page.waitForSelector("#saved");
+  assert.equal(sha256(readFileSync(await download.path())), sha256(bytes));
+  await context.close();
+});
+
+test("the manage page changes the download limit and rejects a malformed one", async () => {
+  const [{ share, manage }] = await upload([tempFile("managed.txt", Buffer.from("managed"))], { limit: 1 });
+  const session = await freshPage(browser);
+  await session.page.goto(manage);
+  await session.page.waitForSelector("#manage-limit");
+  assert.equal(await session.page.inputValue("#manage-limit"), "1");
+  await session.page.fill("#manage-limit", "two");
+  await session.page.click("#save");
+  await session.page.waitForSelector(".notice");
+  assert.match(await session.page.textContent(".notice"), /whole number/);
+  await session.page.fill("#manage-limit", "2");
+  await session.page.click("#save");
+  await session.page.waitForFunction(() => document.querySelector(".notice")?.textContent === "Saved.");
+  assert.match(await session.page.textContent(".file-facts"), /of 2/);
+  await session.context.close();
+
+  // Two downloads now work; the third visitor is told the file is gone.
+  for (let i = 0; i < 2; i++) {
+    const { context, page } = await open(share);
+    assert.equal((await downloadBytes(page)).bytes.toString(), "managed");
+    await context.close();
+  }
+  const { context, page } = await open(share);
+  assert.match(await page.textContent(".error"), new RegExp(GONE));
+  await context.close();
 });
 
 test("the server stored no plaintext, no file name, no key and no password", () => {

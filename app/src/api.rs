@@ -16,6 +16,8 @@ pub(crate) struct ApiError {
     pub(crate) code: String,
     /// A sentence for the user.
     pub(crate) message: String,
+    /// The server's `Retry-After`, in seconds, when it sent one.
+    pub(crate) retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -24,6 +26,7 @@ impl ApiError {
             status: 0,
             code: "network".into(),
             message: "Could not reach the server. Check your connection and try again.".into(),
+            retry_after: None,
         }
     }
 
@@ -87,6 +90,12 @@ async fn send(
         return Ok(response);
     }
     let status = response.status();
+    let retry_after = response
+        .headers()
+        .get("Retry-After")
+        .ok()
+        .flatten()
+        .and_then(|v| v.trim().parse().ok());
     let text = match response.text() {
         Ok(promise) => JsFuture::from(promise)
             .await
@@ -102,11 +111,13 @@ async fn send(
             status,
             code: error.code,
             message: error.message,
+            retry_after,
         },
         None => ApiError {
             status,
             code: "http".into(),
             message: format!("The server answered with an unexpected error (HTTP {status})."),
+            retry_after,
         },
     })
 }
@@ -121,6 +132,7 @@ async fn json<T: DeserializeOwned>(response: web_sys::Response) -> Result<T, Api
         status: response.status(),
         code: "bad_response".into(),
         message: format!("The server's answer could not be read: {e}."),
+        retry_after: None,
     })
 }
 
@@ -161,45 +173,53 @@ pub(crate) async fn create_file(request: &CreateFile<'_>) -> Result<Created, Api
     json(send("POST", &url("/files"), None, Body::Json(body)).await?).await
 }
 
-/// `PUT /files/{id}/parts/{n}`, retried with backoff while the failure looks transient.
+/// Attempts a request at most this many times while its failures look transient.
+const ATTEMPTS: u32 = 10;
+/// The longest pause between two attempts, in milliseconds.
+const MAX_DELAY_MS: i32 = 30_000;
+
+/// Runs `request` until it succeeds, fails for good, or [`ATTEMPTS`] run out. The pauses grow
+/// from half a second to 30 s (about three minutes in all), and honour the server's
+/// `Retry-After` when it asks for longer.
+async fn with_retries<T, F, Fut>(mut request: F) -> Result<T, ApiError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ApiError>>,
+{
+    let mut delay = 500;
+    for attempt in 1.. {
+        match request().await {
+            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
+                let asked = e.retry_after.map_or(0, |s| s.saturating_mul(1000)) as i32;
+                util::sleep_ms(delay.max(asked).min(MAX_DELAY_MS)).await;
+                delay = (delay * 2).min(MAX_DELAY_MS);
+            }
+            other => return other,
+        }
+    }
+    unreachable!("the loop returns by its last attempt")
+}
+
+/// `PUT /files/{id}/parts/{n}`, retried while the failure looks transient. Every attempt
+/// sends the same ciphertext bytes, so a retry never puts new plaintext under a used nonce.
 pub(crate) async fn put_part(id: &str, owner: &str, n: u64, bytes: &[u8]) -> Result<(), ApiError> {
     use sha2::Digest;
     let sha256_hex = hex::encode(sha2::Sha256::digest(bytes));
-    let mut delay = 500;
-    let mut attempt = 1;
-    loop {
+    let url = url(&format!("/files/{id}/parts/{n}"));
+    with_retries(|| {
         let body = Body::Octets {
             bytes,
             sha256_hex: sha256_hex.clone(),
         };
-        match send(
-            "PUT",
-            &url(&format!("/files/{id}/parts/{n}")),
-            Some(owner),
-            body,
-        )
-        .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) if e.is_transient() && attempt < 6 => {
-                util::sleep_ms(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
+        async { send("PUT", &url, Some(owner), body).await.map(drop) }
+    })
+    .await
 }
 
+/// `POST /files/{id}/complete`, retried (completing twice is harmless).
 pub(crate) async fn complete(id: &str, owner: &str) -> Result<(), ApiError> {
-    send(
-        "POST",
-        &url(&format!("/files/{id}/complete")),
-        Some(owner),
-        Body::Empty,
-    )
-    .await?;
-    Ok(())
+    let url = url(&format!("/files/{id}/complete"));
+    with_retries(|| async { send("POST", &url, Some(owner), Body::Empty).await.map(drop) }).await
 }
 
 /// `GET /files/{id}`: what anyone with the link may know before proving the key.
@@ -253,31 +273,11 @@ pub(crate) async fn start_download(id: &str, auth: &str) -> Result<Ticket, ApiEr
     .await
 }
 
-/// `GET /files/{id}/parts/{n}`, retried with backoff while the failure looks transient.
+/// `GET /files/{id}/parts/{n}`, retried while the failure looks transient.
 pub(crate) async fn get_part(id: &str, ticket: &str, n: u64) -> Result<Vec<u8>, ApiError> {
-    let mut delay = 500;
-    let mut attempt = 1;
-    loop {
-        let result = match send(
-            "GET",
-            &url(&format!("/files/{id}/parts/{n}")),
-            Some(ticket),
-            Body::Empty,
-        )
+    let url = url(&format!("/files/{id}/parts/{n}"));
+    with_retries(|| async { octets(send("GET", &url, Some(ticket), Body::Empty).await?).await })
         .await
-        {
-            Ok(response) => octets(response).await,
-            Err(e) => Err(e),
-        };
-        match result {
-            Err(e) if e.is_transient() && attempt < 6 => {
-                util::sleep_ms(delay).await;
-                delay *= 2;
-                attempt += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// `GET /files/{id}/manage`: the owner's view.
@@ -305,15 +305,19 @@ pub(crate) async fn manage_info(id: &str, owner: &str) -> Result<ManageInfo, Api
     .await
 }
 
-/// `PATCH /files/{id}`: new expiry (seconds from now) and download limit.
+/// `PATCH /files/{id}`: a new expiry (seconds from now; `None` keeps it) and download limit.
 pub(crate) async fn update(
     id: &str,
     owner: &str,
-    expires_in: u64,
+    expires_in: Option<u64>,
     download_limit: Option<u64>,
 ) -> Result<ManageInfo, ApiError> {
-    let body = serde_json::json!({ "expires_in": expires_in, "download_limit": download_limit })
-        .to_string();
+    // An absent `expires_in` keeps the current expiry; a `null` limit means unlimited.
+    let mut body = serde_json::json!({ "download_limit": download_limit });
+    if let Some(seconds) = expires_in {
+        body["expires_in"] = seconds.into();
+    }
+    let body = body.to_string();
     json(
         send(
             "PATCH",

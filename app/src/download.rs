@@ -31,6 +31,10 @@ enum Page {
         total: u64,
         started_ms: f64,
     },
+    Interrupted {
+        name: String,
+        message: String,
+    },
     Saved {
         name: String,
         size: u64,
@@ -50,6 +54,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
     let info = StoredValue::new(None::<api::PublicInfo>);
     let sealed = StoredValue::new(None::<api::Sealed>);
     let password = RwSignal::new(String::new());
+    let transfer = StoredValue::new_local(None::<Transfer>);
     let id = StoredValue::new(id);
 
     // Derives the keys (with the password, if any), proves them to the server and opens the
@@ -80,13 +85,20 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                 Ok(s) => s,
                 Err(e) if e.code == "bad_token" && pw.is_some() => {
                     return page.set(Page::NeedPassword {
-                        error: Some("Wrong password. Try again.".into()),
+                        error: Some(
+                            "Wrong password (or the link is incomplete). Try again.".into(),
+                        ),
                     });
                 }
                 Err(e) if e.code == "bad_token" => {
                     return page.set(Page::Failed(
                         "This link's key does not match the file. Check that you copied the whole link.".into(),
                     ));
+                }
+                Err(e) if e.code == "too_many_attempts" && pw.is_some() => {
+                    return page.set(Page::NeedPassword {
+                        error: Some(e.message),
+                    });
                 }
                 Err(e) if e.status == 404 => return page.set(Page::Failed(GONE.into())),
                 Err(e) => return page.set(Page::Failed(e.message)),
@@ -139,58 +151,47 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
         }
     });
 
-    let download = move |name: String, size: u64, mime: String| {
+    // Fetches, verifies and decrypts the parts from where the transfer stands, then saves the
+    // file. A failed part leaves the transfer resumable from that part with the same ticket.
+    let resume = move || {
         leptos::task::spawn_local(async move {
-            let started_ms = util::now_ms();
-            let Some(layout) = sealed.get_value() else {
+            let Some(mut t) = transfer.try_update_value(Option::take).flatten() else {
                 return;
             };
-            let total = crypto_wasm::body_size(size);
-            page.set(Page::Working {
-                name: name.clone(),
-                done: 0,
-                total,
-                started_ms,
-            });
-            let Some(auth) = keys.with_value(|k| k.as_ref().map(|k| k.auth_token_base64url()))
-            else {
-                return;
-            };
-            let ticket = match api::start_download(&id.get_value(), &auth).await {
-                Ok(t) => t.ticket,
-                Err(e) if e.status == 404 => return page.set(Page::Failed(GONE.into())),
-                Err(e) => return page.set(Page::Failed(e.message)),
-            };
-            let Some(mut decryptor) =
-                keys.with_value(|k| k.as_ref().map(crypto_wasm::Decryptor::new))
-            else {
-                return;
-            };
-            let chunks = js_sys::Array::new();
-            let mut received = 0u64;
-            let mut plain_len = 0u64;
             let damaged = "The download failed verification: the file was damaged or tampered with. Nothing was saved.";
-            for n in 0..layout.part_count {
-                let bytes = match api::get_part(&id.get_value(), &ticket, n).await {
+            while t.next < t.part_count {
+                let bytes = match api::get_part(&id.get_value(), &t.ticket, t.next).await {
                     Ok(b) => b,
                     Err(e) => {
-                        return page
-                            .set(Page::Failed(format!("The download stopped: {}", e.message)));
+                        let message = format!("The download stopped: {}", e.message);
+                        let name = t.name.clone();
+                        transfer.set_value(Some(t));
+                        return page.set(Page::Interrupted { name, message });
                     }
                 };
-                received += bytes.len() as u64;
-                let Ok(plain) = decryptor.push(&bytes) else {
+                t.received += bytes.len() as u64;
+                let Ok(plain) = t.decryptor.push(&bytes) else {
                     return page.set(Page::Failed(damaged.into()));
                 };
-                plain_len += plain.len() as u64;
-                chunks.push(&util::to_js_bytes(&plain));
+                t.plain_len += plain.len() as u64;
+                t.chunks.push(&util::to_js_bytes(&plain));
+                t.next += 1;
                 page.set(Page::Working {
-                    name: name.clone(),
-                    done: received,
-                    total,
-                    started_ms,
+                    name: t.name.clone(),
+                    done: t.received,
+                    total: crypto_wasm::body_size(t.size),
+                    started_ms: t.started_ms,
                 });
             }
+            let Transfer {
+                decryptor,
+                chunks,
+                plain_len,
+                name,
+                size,
+                mime,
+                ..
+            } = t;
             match decryptor.finish() {
                 Ok(rest) if plain_len + rest.len() as u64 == size => {
                     if !rest.is_empty() {
@@ -205,17 +206,60 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
             } else {
                 &mime
             });
+            let preview = previewable(&mime);
             let saved = web_sys::Blob::new_with_u8_array_sequence_and_options(&chunks, &options)
-                .and_then(|blob| util::save_blob(&blob, &name));
+                .and_then(|blob| util::save_blob(&blob, &name, !preview));
             match saved {
                 Ok(url) => page.set(Page::Saved {
                     name,
                     size,
                     url,
-                    preview: previewable(&mime),
+                    preview,
                 }),
                 Err(_) => page.set(Page::Failed("The browser refused to save the file.".into())),
             }
+        });
+    };
+
+    // Counts one download (the server hands out a ticket for it) and starts the transfer.
+    let download = move |name: String, size: u64, mime: String| {
+        leptos::task::spawn_local(async move {
+            let (Some(layout), Some((auth, decryptor))) = (
+                sealed.get_value(),
+                keys.with_value(|k| {
+                    k.as_ref()
+                        .map(|k| (k.auth_token_base64url(), crypto_wasm::Decryptor::new(k)))
+                }),
+            ) else {
+                return;
+            };
+            let started_ms = util::now_ms();
+            let total = crypto_wasm::body_size(size);
+            page.set(Page::Working {
+                name: name.clone(),
+                done: 0,
+                total,
+                started_ms,
+            });
+            let ticket = match api::start_download(&id.get_value(), &auth).await {
+                Ok(t) => t.ticket,
+                Err(e) if e.status == 404 => return page.set(Page::Failed(GONE.into())),
+                Err(e) => return page.set(Page::Failed(e.message)),
+            };
+            transfer.set_value(Some(Transfer {
+                ticket,
+                part_count: layout.part_count,
+                next: 0,
+                decryptor,
+                chunks: js_sys::Array::new(),
+                received: 0,
+                plain_len: 0,
+                name,
+                size,
+                mime,
+                started_ms,
+            }));
+            resume();
         });
     };
 
@@ -283,6 +327,13 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                     }
                         .into_any()
                 }
+                Page::Interrupted { name, message } => view! {
+                    <h1 class="file-name">{name}</h1>
+                    <p class="error" role="alert">{message}</p>
+                    <button id="resume" class="primary" on:click=move |_| resume()>"Resume download"</button>
+                    <p class="muted">"Resuming continues from the last verified part; it does not count as another download."</p>
+                }
+                    .into_any(),
                 Page::Saved { name, size, url, preview } => view! {
                     <h1 class="file-name">{name.clone()}</h1>
                     <p class="done" id="saved">
@@ -294,6 +345,22 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
             }}
         </section>
     }
+}
+
+/// A download in progress: where it stands, so that it can resume after a failed part.
+struct Transfer {
+    ticket: String,
+    part_count: u64,
+    /// The next part to fetch; every part before it was verified and decrypted.
+    next: u64,
+    decryptor: crypto_wasm::Decryptor,
+    chunks: js_sys::Array,
+    received: u64,
+    plain_len: u64,
+    name: String,
+    size: u64,
+    mime: String,
+    started_ms: f64,
 }
 
 /// Image types the page previews after decryption. SVG is excluded: it can carry script.

@@ -33,7 +33,7 @@ pub(crate) fn ManagePage(id: String) -> impl IntoView {
         .unwrap_or_default();
     let page = RwSignal::new(Page::Loading);
     let notice = RwSignal::new(None::<String>);
-    let expiry = RwSignal::new(7 * 86400u64);
+    let expiry = RwSignal::new(None::<u64>);
     let limit = RwSignal::new(String::from("unlimited"));
     let id = StoredValue::new(id);
     let owner = StoredValue::new(owner);
@@ -81,7 +81,10 @@ pub(crate) fn ManagePage(id: String) -> impl IntoView {
     });
 
     let save = move |_| {
-        let download_limit = limit.get_untracked().parse::<u64>().ok();
+        let download_limit = match parse_limit(&limit.get_untracked()) {
+            Ok(l) => l,
+            Err(message) => return notice.set(Some(message.into())),
+        };
         let expires_in = expiry.get_untracked();
         leptos::task::spawn_local(async move {
             match api::update(
@@ -129,12 +132,13 @@ pub(crate) fn ManagePage(id: String) -> impl IntoView {
                     </p>
                     <div class="options">
                         <label>
-                            "New expiry: in "
-                            <select id="manage-expiry" on:change=move |ev| expiry.set(event_target_value(&ev).parse().unwrap_or(86400))>
-                                <option value="3600">"1 hour"</option>
-                                <option value="86400">"1 day"</option>
-                                <option value="604800" selected>"7 days"</option>
-                                <option value="2592000">"30 days"</option>
+                            "Expiry "
+                            <select id="manage-expiry" on:change=move |ev| expiry.set(event_target_value(&ev).parse().ok())>
+                                <option value="keep" selected>"Keep the current expiry"</option>
+                                <option value="3600">"1 hour from now"</option>
+                                <option value="86400">"1 day from now"</option>
+                                <option value="604800">"7 days from now"</option>
+                                <option value="2592000">"30 days from now"</option>
                             </select>
                         </label>
                         <label>
@@ -156,5 +160,17 @@ pub(crate) fn ManagePage(id: String) -> impl IntoView {
             }}
             {move || notice.get().map(|n| view! { <p class="notice" role="status">{n}</p> })}
         </section>
+    }
+}
+
+/// Reads the download-limit field: a whole number of at least 1, or "unlimited" (or nothing).
+fn parse_limit(text: &str) -> Result<Option<u64>, &'static str> {
+    let text = text.trim();
+    if text.is_empty() || text.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(Some(n)),
+        _ => Err("The download limit must be a whole number of at least 1, or “unlimited”."),
     }
 }

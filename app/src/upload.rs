@@ -356,6 +356,13 @@ async fn upload_file(
     .await
     .map_err(|e| e.message)?;
 
+    // The layout is ours to decide: a server answering another part count would make us seal
+    // an early part as the last one.
+    if crypto_wasm::Layout::for_plaintext_len(size).part_count() != created.part_count {
+        return Err(
+            "The server proposed a different layout for this file; nothing was uploaded.".into(),
+        );
+    }
     let encryptor = crypto_wasm::Encryptor::new(&keys);
     let per_part = crypto_wasm::plaintext_per_part();
     let mut sent = 0u64;

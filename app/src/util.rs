@@ -108,8 +108,13 @@ pub(crate) fn format_time(unix_seconds: i64) -> String {
 }
 
 /// Starts a download of `blob` under `name` through a temporary link. The blob URL is returned
-/// so an image preview can show the same bytes.
-pub(crate) fn save_blob(blob: &web_sys::Blob, name: &str) -> Result<String, JsValue> {
+/// so an image preview can show the same bytes; with `release`, the URL is revoked a minute
+/// later instead, so the browser can free the decrypted bytes once the save has started.
+pub(crate) fn save_blob(
+    blob: &web_sys::Blob,
+    name: &str,
+    release: bool,
+) -> Result<String, JsValue> {
     let url = web_sys::Url::create_object_url_with_blob(blob)?;
     let document = window().document().ok_or(JsValue::NULL)?;
     let anchor: web_sys::HtmlAnchorElement = document.create_element("a")?.dyn_into()?;
@@ -120,5 +125,15 @@ pub(crate) fn save_blob(blob: &web_sys::Blob, name: &str) -> Result<String, JsVa
     body.append_child(&anchor)?;
     anchor.click();
     body.remove_child(&anchor)?;
+    if release {
+        let revoked = url.clone();
+        let revoke = wasm_bindgen::closure::Closure::once_into_js(move || {
+            let _ = web_sys::Url::revoke_object_url(&revoked);
+        });
+        window().set_timeout_with_callback_and_timeout_and_arguments_0(
+            revoke.unchecked_ref(),
+            60_000,
+        )?;
+    }
     Ok(url)
 }
