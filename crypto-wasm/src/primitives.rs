@@ -24,6 +24,10 @@ pub(crate) fn random_array<const N: usize>() -> [u8; N] {
 
 /// `HKDF-SHA256[salt](ikm)`: the extract step, kept as a value so that several labels can be
 /// expanded from one pseudorandom key.
+///
+/// hkdf 0.12 cannot wipe its HMAC state, so the PRK outlives this value in freed memory. We
+/// accept that rather than hand-write HKDF: it is dropped as soon as the file keys are derived,
+/// and a reader of the tab's memory could read the link secret just as well.
 pub(crate) struct Prk(Hkdf<Sha256>);
 
 impl Prk {
@@ -45,7 +49,8 @@ impl Prk {
 
 /// An AES-128-GCM key, expanded once and reused for many messages.
 ///
-/// The expanded key schedule is wiped on drop (the `aes` crate's "zeroize" feature).
+/// The expanded key schedule and the GHASH key are wiped on drop (the "zeroize" features of
+/// `aes` and `polyval`), except H on native x86 with CLMUL, which polyval 0.6 never drops.
 #[derive(Clone)]
 pub(crate) struct Aead(Aes128Gcm);
 
