@@ -32,6 +32,8 @@ after(async () => {
 /** Uploads `paths` through the upload page; returns `[{share, manage}]` in order. */
 async function upload(paths, { password = "", expiry = null, limit = null, prepare = null, expected = null } = {}) {
   const { context, page, problems } = await freshPage(browser);
+  const workers = [];
+  page.on("worker", (worker) => workers.push(new URL(worker.url()).pathname));
   if (prepare) await prepare(page);
   await page.goto(server.origin + "/");
   await page.setInputFiles("#file-input", paths);
@@ -49,6 +51,7 @@ async function upload(paths, { password = "", expiry = null, limit = null, prepa
   const shares = await page.$$eval(".share-link", (inputs) => inputs.map((i) => i.value));
   const manages = await page.$$eval(".manage-link", (inputs) => inputs.map((i) => i.value));
   assert.equal(await page.locator(".qr svg").count(), paths.length, "each upload shows a QR code");
+  assert.ok(workers.includes("/worker_loader.js"), "parts are encrypted in crypto workers, off the main thread");
   assert.deepEqual(expected ? problems.filter((p) => !expected.test(p)) : problems, []);
   await context.close();
   for (const link of [...shares, ...manages]) {

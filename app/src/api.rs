@@ -51,7 +51,10 @@ struct EnvelopeBody {
 pub(crate) enum Body<'a> {
     Empty,
     Json(String),
-    Octets { bytes: &'a [u8], sha256_hex: String },
+    Octets {
+        bytes: &'a js_sys::Uint8Array,
+        sha256_hex: &'a str,
+    },
 }
 
 /// Sends one request; any non-2xx answer becomes an [`ApiError`] from the server's envelope.
@@ -75,8 +78,8 @@ async fn send(
         }
         Body::Octets { bytes, sha256_hex } => {
             let _ = headers.set("Content-Type", "application/octet-stream");
-            let _ = headers.set("X-Content-SHA256", &sha256_hex);
-            init.set_body(&util::to_js_bytes(bytes));
+            let _ = headers.set("X-Content-SHA256", sha256_hex);
+            init.set_body(bytes);
         }
     }
     init.set_headers(&headers);
@@ -200,18 +203,20 @@ where
     unreachable!("the loop returns by its last attempt")
 }
 
-/// `PUT /files/{id}/parts/{n}`, retried while the failure looks transient. Every attempt
-/// sends the same ciphertext bytes, so a retry never puts new plaintext under a used nonce.
-pub(crate) async fn put_part(id: &str, owner: &str, n: u64, bytes: &[u8]) -> Result<(), ApiError> {
-    use sha2::Digest;
-    let sha256_hex = hex::encode(sha2::Sha256::digest(bytes));
+/// `PUT /files/{id}/parts/{n}` with the part's ciphertext and its SHA-256 (lowercase hex),
+/// retried while the failure looks transient. Every attempt sends the same ciphertext bytes,
+/// so a retry never puts new plaintext under a used nonce.
+pub(crate) async fn put_part(
+    id: &str,
+    owner: &str,
+    n: u64,
+    bytes: &js_sys::Uint8Array,
+    sha256_hex: &str,
+) -> Result<(), ApiError> {
     let url = url(&format!("/files/{id}/parts/{n}"));
-    with_retries(|| {
-        let body = Body::Octets {
-            bytes,
-            sha256_hex: sha256_hex.clone(),
-        };
-        async { send("PUT", &url, Some(owner), body).await.map(drop) }
+    with_retries(|| async {
+        let body = Body::Octets { bytes, sha256_hex };
+        send("PUT", &url, Some(owner), body).await.map(drop)
     })
     .await
 }

@@ -13,6 +13,7 @@ mod download;
 mod manage;
 mod upload;
 mod util;
+mod workers;
 
 use leptos::prelude::*;
 

@@ -7,7 +7,14 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use crate::{api, util};
+use std::cell::Cell;
+
+use futures::StreamExt as _;
+
+use crate::{api, util, workers};
+
+/// Parts read, encrypted and uploaded at the same time.
+const PARTS_IN_FLIGHT: usize = 4;
 
 /// Expiry choices offered to the uploader, in seconds (the server accepts 1 hour to 30 days).
 const EXPIRIES: [(u64, &str); 6] = [
@@ -114,11 +121,13 @@ pub(crate) fn UploadPage() -> impl IntoView {
         };
         busy.set(true);
         leptos::task::spawn_local(async move {
+            // One pool for the whole batch; without workers, parts are encrypted in the page.
+            let pool = workers::Pool::start().await.ok();
             for job in pending {
                 let Some(file) = files.with_value(|f| f.get(job.index).cloned()) else {
                     continue;
                 };
-                let outcome = upload_file(&file, &options, job.state).await;
+                let outcome = upload_file(&file, &options, pool.as_ref(), job.state).await;
                 job.state.set(match outcome {
                     Ok(done) => done,
                     Err(message) => JobState::Failed(message),
@@ -305,9 +314,27 @@ fn select_all(ev: web_sys::FocusEvent) {
 }
 
 /// Encrypts and uploads one file; returns its links or a message for the user.
+/// Encrypts one part on the page's own thread: the fallback when workers cannot start.
+fn seal_in_page(
+    encryptor: &crypto_wasm::Encryptor,
+    n: u64,
+    last: bool,
+    plaintext: &js_sys::ArrayBuffer,
+) -> Result<workers::SealedPart, String> {
+    use sha2::Digest as _;
+    let ciphertext = encryptor
+        .encrypt_part(n, &js_sys::Uint8Array::new(plaintext).to_vec(), last)
+        .map_err(|e| format!("Could not encrypt part {}: {e}.", n + 1))?;
+    Ok(workers::SealedPart {
+        sha256_hex: hex::encode(sha2::Sha256::digest(&ciphertext)),
+        ciphertext: util::to_js_bytes(&ciphertext),
+    })
+}
+
 async fn upload_file(
     file: &web_sys::File,
     options: &Options,
+    pool: Option<&workers::Pool>,
     state: RwSignal<JobState>,
 ) -> Result<JobState, String> {
     let size = file.size() as u64;
@@ -364,29 +391,45 @@ async fn upload_file(
         );
     }
     let encryptor = crypto_wasm::Encryptor::new(&keys);
+    let ikm = keys.content_key().expose_ikm();
+    let salt = *encryptor.salt();
     let per_part = crypto_wasm::plaintext_per_part();
-    let mut sent = 0u64;
-    for n in 0..created.part_count {
-        let start = n * per_part;
-        let end = (start + per_part).min(size);
-        let plaintext = util::read_slice(file, start, end).await?;
-        let part = encryptor
-            .encrypt_part(n, &plaintext, n + 1 == created.part_count)
-            .map_err(|e| format!("Could not encrypt part {}: {e}.", n + 1))?;
-        drop(plaintext);
-        api::put_part(&created.id, &created.owner_token, n, &part)
-            .await
-            .map_err(|e| {
-                format!(
-                    "Upload failed at part {} of {}: {}",
-                    n + 1,
-                    created.part_count,
-                    e.message
+    let count = created.part_count;
+    let sent = Cell::new(0u64);
+    // Up to PARTS_IN_FLIGHT parts are read, encrypted (in the workers) and sent at once, so
+    // encrypting one part overlaps sending the others; memory stays bounded by that number.
+    let mut parts = futures::stream::iter(0..count)
+        .map(|n| {
+            let (encryptor, sent, created) = (&encryptor, &sent, &created);
+            async move {
+                let start = n * per_part;
+                let plaintext = util::read_slice(file, start, (start + per_part).min(size)).await?;
+                let last = n + 1 == count;
+                let sealed = match pool {
+                    Some(pool) => pool.encrypt(ikm, &salt, n, last, plaintext).await?,
+                    None => seal_in_page(encryptor, n, last, &plaintext)?,
+                };
+                api::put_part(
+                    &created.id,
+                    &created.owner_token,
+                    n,
+                    &sealed.ciphertext,
+                    &sealed.sha256_hex,
                 )
-            })?;
-        sent += part.len() as u64;
-        state.set(working("Encrypting and uploading", sent));
+                .await
+                .map_err(|e| {
+                    format!("Upload failed at part {} of {count}: {}", n + 1, e.message)
+                })?;
+                sent.set(sent.get() + u64::from(sealed.ciphertext.length()));
+                state.set(working("Encrypting and uploading", sent.get()));
+                Ok::<(), String>(())
+            }
+        })
+        .buffer_unordered(PARTS_IN_FLIGHT);
+    while let Some(result) = parts.next().await {
+        result?;
     }
+    drop(parts);
     api::complete(&created.id, &created.owner_token)
         .await
         .map_err(|e| e.message)?;

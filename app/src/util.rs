@@ -21,19 +21,19 @@ pub(crate) async fn sleep_ms(ms: i32) {
     let _ = JsFuture::from(promise).await;
 }
 
-/// Reads bytes `start..end` of a picked file.
+/// Reads bytes `start..end` of a picked file, into JS memory (not this module's).
 pub(crate) async fn read_slice(
     file: &web_sys::File,
     start: u64,
     end: u64,
-) -> Result<Vec<u8>, String> {
+) -> Result<js_sys::ArrayBuffer, String> {
     let blob = file
         .slice_with_f64_and_f64(start as f64, end as f64)
         .map_err(|_| "The browser could not read the file.".to_owned())?;
     let buffer = JsFuture::from(blob.array_buffer()).await.map_err(|_| {
         "The browser could not read the file (was it moved or deleted?).".to_owned()
     })?;
-    Ok(js_sys::Uint8Array::new(&buffer).to_vec())
+    Ok(buffer.unchecked_into())
 }
 
 /// Copies `bytes` into a JS `Uint8Array` (fetch bodies and blobs live on the JS side).

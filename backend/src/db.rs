@@ -61,6 +61,10 @@ pub struct FileRow {
     pub download_limit: Option<i64>,
     /// Downloads granted so far.
     pub download_count: i64,
+    /// Wrong auth tokens since the last right one.
+    pub auth_failures: i64,
+    /// Until then (unix seconds) auth tokens are not checked at all: 429.
+    pub auth_locked_until: i64,
 }
 
 impl FileRow {
@@ -161,6 +165,47 @@ pub struct Marked {
     pub exhausted: u64,
 }
 
+/// Consecutive wrong auth tokens that cost nothing.
+pub const FREE_AUTH_FAILURES: i64 = 5;
+/// The longest a file's auth checks are ever locked, in seconds.
+pub const MAX_AUTH_LOCK_SECS: i64 = 3600;
+/// Smallest `k - FREE_AUTH_FAILURES` whose `2^` reaches the cap (12 for an hour).
+const AUTH_LOCK_CAP_EXP: i64 = {
+    let mut e = 0;
+    while (1i64 << e) < MAX_AUTH_LOCK_SECS {
+        e += 1;
+    }
+    e
+};
+
+/// How long the `failures`-th consecutive wrong auth token locks the file's auth checks:
+/// nothing for the first [`FREE_AUTH_FAILURES`], then `min(2^(failures - 5), 3600)` seconds.
+/// [`Db::auth_failed`] computes the same in SQL.
+pub fn auth_lock_secs(failures: i64) -> i64 {
+    let over = failures.saturating_sub(FREE_AUTH_FAILURES);
+    if over <= 0 {
+        0
+    } else if over >= AUTH_LOCK_CAP_EXP {
+        MAX_AUTH_LOCK_SECS
+    } else {
+        (1i64 << over).min(MAX_AUTH_LOCK_SECS)
+    }
+}
+
+/// What recording one auth-token check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthOutcome {
+    /// A right token, accepted; the failure count is back at zero.
+    Accepted,
+    /// A wrong token, counted; the file is not locked (yet).
+    Rejected,
+    /// The file's auth checks are locked until then (unix seconds): either this failure
+    /// started the lock, or another request's did first and this check was not counted.
+    Locked(i64),
+    /// The file row is gone.
+    Gone,
+}
+
 /// Saturating i64 to u64 for values the schema keeps non-negative.
 pub fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -179,7 +224,7 @@ pub struct Db {
 
 const FILE_COLUMNS: &str = "id, owner_token_hash, auth_token_hash, metadata, kdf, size, \
      first_part_size, part_size, part_count, state, created_at, expires_at, download_limit, \
-     download_count";
+     download_count, auth_failures, auth_locked_until";
 
 impl Db {
     /// Opens (creating if needed) the database in WAL mode and runs the migrations.
@@ -337,6 +382,87 @@ impl Db {
         };
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Records a wrong auth token, unless the file's auth checks are locked: one conditional
+    /// UPDATE counts the failure and, past the free ones, sets the lock (see
+    /// [`auth_lock_secs`]), so concurrent failures are each counted exactly once and none is
+    /// counted, or answered as a plain 401, once another has locked the file.
+    pub async fn auth_failed(&self, id: &str, now: i64) -> Result<AuthOutcome, ApiError> {
+        let sql = format!(
+            "UPDATE files SET auth_failures = auth_failures + 1, \
+               auth_locked_until = CASE \
+                 WHEN auth_failures + 1 <= {free} THEN auth_locked_until \
+                 WHEN auth_failures + 1 - {free} >= {cap_exp} THEN ? + {max} \
+                 ELSE ? + (1 << (auth_failures + 1 - {free})) END \
+             WHERE id = ? AND auth_locked_until <= ? \
+             RETURNING auth_locked_until",
+            free = FREE_AUTH_FAILURES,
+            cap_exp = AUTH_LOCK_CAP_EXP,
+            max = MAX_AUTH_LOCK_SECS,
+        );
+        let mut tx = self.pool.begin().await?;
+        let row: Option<(i64,)> = sqlx::query_as(&sql)
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let outcome = match row {
+            Some((until,)) if until > now => AuthOutcome::Locked(until),
+            Some(_) => AuthOutcome::Rejected,
+            None => Self::auth_state(&mut tx, id, now).await?,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Records a right auth token, unless the file's auth checks are locked: the failure
+    /// count goes back to zero. Like [`Db::auth_failed`] it decides in a transaction that
+    /// starts with its write, so a lock set by a concurrent failure is never skipped; an
+    /// UPDATE that changes nothing (no failures to forget, the common case) writes nothing.
+    pub async fn auth_succeeded(&self, id: &str, now: i64) -> Result<AuthOutcome, ApiError> {
+        let mut tx = self.pool.begin().await?;
+        let reset = sqlx::query(
+            "UPDATE files SET auth_failures = 0, auth_locked_until = 0 \
+             WHERE id = ? AND auth_locked_until <= ? AND auth_failures <> 0",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let outcome = if reset == 1 {
+            AuthOutcome::Accepted
+        } else {
+            match Self::auth_state(&mut tx, id, now).await? {
+                // Nothing to reset: no failure since the last right token.
+                AuthOutcome::Rejected => AuthOutcome::Accepted,
+                other => other,
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Inside an auth transaction whose conditional UPDATE matched nothing: `Locked` while
+    /// the lock holds, `Gone` without a row, else `Rejected` (for the caller to interpret).
+    async fn auth_state(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        id: &str,
+        now: i64,
+    ) -> Result<AuthOutcome, ApiError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT auth_locked_until FROM files WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        Ok(match row {
+            Some((until,)) if until > now => AuthOutcome::Locked(until),
+            Some(_) => AuthOutcome::Rejected,
+            None => AuthOutcome::Gone,
+        })
     }
 
     /// Grants one download if the file is still public: one conditional UPDATE counts it (so
@@ -525,5 +651,24 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(gone == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_lock_doubles_after_five_failures_up_to_an_hour() {
+        let locks: Vec<i64> = (0..=20).map(auth_lock_secs).collect();
+        assert_eq!(
+            locks,
+            [
+                0, 0, 0, 0, 0, 0, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 3600, 3600, 3600,
+                3600
+            ]
+        );
+        assert_eq!(auth_lock_secs(i64::MAX), MAX_AUTH_LOCK_SECS);
+        assert_eq!(auth_lock_secs(-1), 0);
     }
 }

@@ -83,6 +83,14 @@ pub enum ApiError {
         /// The configured idle timeout.
         idle: std::time::Duration,
     },
+    /// Too many consecutive wrong auth tokens for this file: its auth checks are locked and
+    /// the token was not looked at.
+    #[error("Too many wrong passwords or keys for this file. Try again in {} second{}.",
+        .retry_after, if *.retry_after == 1 { "" } else { "s" })]
+    TooManyAttempts {
+        /// Seconds until the lock ends (at least 1), also sent as `Retry-After`.
+        retry_after: u64,
+    },
     /// The route exists but not with this method.
     #[error("method not allowed")]
     MethodNotAllowed,
@@ -121,6 +129,7 @@ impl ApiError {
             }
             Self::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::TooManyAttempts { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::ServerBusy => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -146,6 +155,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::ServerBusy => "server_busy",
             Self::Timeout { .. } => "timeout",
+            Self::TooManyAttempts { .. } => "too_many_attempts",
             Self::Internal(_) => "internal",
         }
     }
@@ -221,6 +231,10 @@ impl IntoResponse for ApiError {
             Self::ServerBusy => {
                 res.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::TooManyAttempts { retry_after } => {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             _ => {}
         }

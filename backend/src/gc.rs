@@ -5,7 +5,9 @@
 //! completing upload, a download or a patch: whichever statement runs first wins), then purges
 //! every file marked deleted: objects first, rows last, so a pass cut short is simply redone by
 //! the next one. A part PUT racing the purge cannot leave an orphan: its row insert requires
-//! the file to be uploading, and when that fails it deletes its own object.
+//! the file to be uploading, and when that fails on a deleted or purged file it deletes the
+//! object it created (its rows may outlive the objects for a moment, so it goes by the file's
+//! state, not by whether a part row exists).
 
 use std::time::Duration;
 

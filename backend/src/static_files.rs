@@ -25,24 +25,17 @@ impl StaticFiles {
         }
     }
 
-    /// Answers one request. HTML (index.html, directly or as the fallback) gets
-    /// `Cache-Control: no-cache` so a new deploy, whose CSP hashes and asset names change
-    /// together, is picked up at once; hashed assets keep default caching.
+    /// Answers one request with `Cache-Control: no-cache` on everything: the app's assets
+    /// have fixed names (the page starts its worker by URL), so browsers must revalidate them
+    /// (a cheap 304) to pick up a new deploy, whose CSP hashes and SRI digests change with them.
     pub async fn serve(&self, req: Request) -> Response {
         let res: Result<_, Infallible> = self.service.clone().oneshot(req).await;
         let mut res = match res {
             Ok(res) => res.into_response(),
             Err(never) => match never {},
         };
-        let is_html = res
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/html"));
-        if is_html {
-            res.headers_mut()
-                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        }
+        res.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         res
     }
 }

@@ -22,8 +22,10 @@ use crate::error::ApiError;
 /// What happened to a part write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
-    /// The bytes are durably stored (newly, or they were already there identically).
-    Stored,
+    /// This call wrote the object; the bytes are durably stored.
+    Created,
+    /// An object with the same bytes was already there; nothing was written.
+    AlreadyStored,
     /// An object with different bytes already holds that key; nothing was changed.
     Conflict,
 }
@@ -119,38 +121,42 @@ impl Storage {
         sha256: &[u8; 32],
     ) -> Result<PutOutcome, ApiError> {
         let payload = PutPayload::from_bytes(data.clone());
-        match self
+        let outcome = match self
             .store
             .put_opts(key, payload, PutMode::Create.into())
             .await
         {
-            Ok(_) => {}
+            Ok(_) => PutOutcome::Created,
             Err(object_store::Error::AlreadyExists { .. })
-            | Err(object_store::Error::Precondition { .. }) => {
-                if !self.same_bytes(key, sha256).await? {
-                    return Ok(PutOutcome::Conflict);
-                }
-            }
+            | Err(object_store::Error::Precondition { .. }) => self.existing(key, sha256).await?,
             Err(object_store::Error::NotImplemented) => {
                 // A store without conditional writes: check first, then write. Two racing
                 // writers of one part could still interleave here, but only the one whose row
                 // is inserted is acknowledged, and its bytes are re-checked on conflict.
                 match self.store.head(key).await {
-                    Ok(_) => {
-                        if !self.same_bytes(key, sha256).await? {
-                            return Ok(PutOutcome::Conflict);
-                        }
-                    }
+                    Ok(_) => self.existing(key, sha256).await?,
                     Err(object_store::Error::NotFound { .. }) => {
                         self.store.put(key, PutPayload::from_bytes(data)).await?;
+                        PutOutcome::Created
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
             Err(e) => return Err(e.into()),
+        };
+        if outcome != PutOutcome::Conflict {
+            self.sync(key).await?;
         }
-        self.sync(key).await?;
-        Ok(PutOutcome::Stored)
+        Ok(outcome)
+    }
+
+    /// An object already holds `key`: the same bytes, or a conflict.
+    async fn existing(&self, key: &Path, sha256: &[u8; 32]) -> Result<PutOutcome, ApiError> {
+        Ok(if self.same_bytes(key, sha256).await? {
+            PutOutcome::AlreadyStored
+        } else {
+            PutOutcome::Conflict
+        })
     }
 
     async fn same_bytes(&self, key: &Path, sha256: &[u8; 32]) -> Result<bool, ApiError> {

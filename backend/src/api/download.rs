@@ -1,5 +1,6 @@
 //! Download routes: public info, sealed metadata (auth token), download tickets (counted
 //! atomically against the limit), and ciphertext reads by part or by byte range (ticket).
+//! Auth-token checks are throttled per file against password guessing; ticket reads are not.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use super::upload::kdf_json;
 use super::{Path, bearer, live_file, part_number, public_file};
-use crate::db::{self, FileRow, STATE_COMPLETE};
+use crate::db::{self, AuthOutcome, FileRow, STATE_COMPLETE};
 use crate::error::ApiError;
 use crate::{AppState, ids};
 
@@ -41,11 +42,43 @@ pub(crate) async fn info(
     }))
 }
 
-/// Checks the auth token (derived from the link secret and password) in constant time.
-fn check_auth_token(file: &FileRow, headers: &HeaderMap) -> Result<(), ApiError> {
-    match bearer(headers) {
-        Some(token) if ids::verify(&token, &file.auth_token_hash) => Ok(()),
-        _ => Err(ApiError::BadAuthToken),
+/// Checks the auth token (derived from the link secret and password) in constant time,
+/// under the file's guess throttle: while the file's auth checks are locked the answer is
+/// `429 too_many_attempts` and the token is not even looked at, so a guess sent then learns
+/// nothing. Every checked token is recorded (failures counted, a success resets the count)
+/// by a conditional write that re-checks the lock, so concurrent guesses cannot slip past a
+/// lock another one just set: the recorded outcome, not the comparison, decides the answer.
+async fn check_auth_token(
+    state: &AppState,
+    file: &FileRow,
+    headers: &HeaderMap,
+    now: i64,
+) -> Result<(), ApiError> {
+    if file.auth_locked_until > now {
+        return Err(too_many_attempts(file.auth_locked_until, now));
+    }
+    let right = bearer(headers).is_some_and(|token| ids::verify(&token, &file.auth_token_hash));
+    let outcome = if right {
+        state.db.auth_succeeded(&file.id, now).await?
+    } else {
+        state.db.auth_failed(&file.id, now).await?
+    };
+    match outcome {
+        AuthOutcome::Accepted => Ok(()),
+        AuthOutcome::Rejected => Err(ApiError::BadAuthToken),
+        AuthOutcome::Locked(until) => {
+            if !right {
+                tracing::info!(id = %file.id, until, "wrong auth tokens; file's auth checks locked");
+            }
+            Err(too_many_attempts(until, now))
+        }
+        AuthOutcome::Gone => Err(ApiError::NotFound),
+    }
+}
+
+fn too_many_attempts(until: i64, now: i64) -> ApiError {
+    ApiError::TooManyAttempts {
+        retry_after: db::to_u64(until.saturating_sub(now)).max(1),
     }
 }
 
@@ -64,8 +97,9 @@ pub(crate) async fn metadata(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
-    let file = public_file(&state, &id, db::now()).await?;
-    check_auth_token(&file, &headers)?;
+    let now = db::now();
+    let file = public_file(&state, &id, now).await?;
+    check_auth_token(&state, &file, &headers, now).await?;
     let layout = file.layout();
     Ok(axum::Json(MetadataResponse {
         metadata: ids::encode(&file.metadata),
@@ -91,7 +125,7 @@ pub(crate) async fn downloads(
 ) -> Result<impl IntoResponse, ApiError> {
     let now = db::now();
     let file = public_file(&state, &id, now).await?;
-    check_auth_token(&file, &headers)?;
+    check_auth_token(&state, &file, &headers, now).await?;
     let (ticket, ticket_hash) = ids::new_token();
     let expires_at = now + TICKET_TTL_SECS;
     // The count is taken by one conditional UPDATE: of N concurrent requests for the last

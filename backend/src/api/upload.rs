@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::manage::ManageInfo;
 use super::{Json, Path, owner_file, part_number};
-use crate::db::{self, CompleteOutcome, NewFile, STATE_COMPLETE};
+use crate::db::{self, CompleteOutcome, NewFile, STATE_COMPLETE, STATE_UPLOADING};
 use crate::error::ApiError;
 use crate::layout::Layout;
 use crate::storage::{PutOutcome, part_key};
@@ -302,27 +302,57 @@ pub(crate) async fn put_part(
     }
 
     let key = part_key(&id, n);
-    if state.storage.put_part(&key, buf.freeze(), &digest).await? == PutOutcome::Conflict {
-        return Err(ApiError::PartConflict(n));
-    }
+    let created = match state.storage.put_part(&key, buf.freeze(), &digest).await? {
+        PutOutcome::Conflict => return Err(ApiError::PartConflict(n)),
+        PutOutcome::Created => true,
+        PutOutcome::AlreadyStored => false,
+    };
     if state
         .db
         .insert_part(&id, n, got, &digest, key.as_ref(), db::now())
         .await?
     {
+        // The row went in while the file was uploading, so a later purge will see the object.
+        // Still, a file deleted meanwhile is answered as gone, and its object removed now.
+        if file_is_gone(&state, &id).await? {
+            state.storage.delete(&key).await?;
+            return Err(ApiError::NotFound);
+        }
         return Ok(ack());
     }
     // No row was inserted: either a concurrent PUT of the same part won, or the upload stopped
-    // being in progress (completed, deleted or collected) while we were storing.
+    // being in progress (completed, deleted or collected) while we were storing. The file's
+    // state decides, not the part row: a deleted file's rows outlive its objects for a moment
+    // (the purge removes objects first), so a row found then says nothing about the object.
+    if file_is_gone(&state, &id).await? {
+        // Whatever we created would be an orphan the purge may already have missed. An object
+        // we did not create is left alone: it is someone else's, and the purge's to delete.
+        if created {
+            state.storage.delete(&key).await?;
+        }
+        return Err(ApiError::NotFound);
+    }
     match state.db.get_part(&id, n).await? {
         Some(row) if row.sha256 == digest => Ok(ack()),
         Some(_) => Err(ApiError::PartConflict(n)),
         None => {
-            // The file is gone; our object would be an orphan the GC may already have missed.
-            state.storage.delete(&key).await?;
+            // Only a purge removes part rows, so the file was deleted after the check above
+            // and that purge deleted the objects after we stored ours. Cleaning up is harmless.
+            if created {
+                state.storage.delete(&key).await?;
+            }
             Err(ApiError::NotFound)
         }
     }
+}
+
+/// Whether the file is deleted or its row purged: anything but uploading or complete.
+async fn file_is_gone(state: &AppState, id: &str) -> Result<bool, ApiError> {
+    Ok(state
+        .db
+        .get_file(id)
+        .await?
+        .is_none_or(|f| f.state != STATE_UPLOADING && f.state != STATE_COMPLETE))
 }
 
 #[derive(Debug, Serialize)]

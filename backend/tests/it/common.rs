@@ -1,16 +1,31 @@
 //! Shared test harness: a real SQLite file database and real local object storage in a
 //! tempdir, driven through `app(state)` with `oneshot`, plus request and upload helpers.
 
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
 use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use backend::db::Db;
+use backend::storage::Storage;
 use backend::{AppState, Config, app};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
+    PutMultipartOptions, PutOptions, PutPayload, PutResult,
+};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tempfile::TempDir;
+use tokio::sync::oneshot;
 use tower::ServiceExt as _;
 
 /// A small generic layout: the server does not care that real parts are 4 MiB.
@@ -152,6 +167,30 @@ impl TestApp {
         }
     }
 
+    /// Like [`TestApp::new`], but objects go through a [`GatedStore`] over the same local
+    /// directory (`<data-dir>/objects`), so a test can hold one write back.
+    pub(crate) async fn gated() -> (Self, Arc<GatedStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::with_data_dir(dir.path().join("data"));
+        std::fs::create_dir_all(config.objects_dir()).unwrap();
+        let local = LocalFileSystem::new_with_prefix(config.objects_dir())
+            .unwrap()
+            .with_automatic_cleanup(true);
+        let store = Arc::new(GatedStore {
+            inner: local,
+            gate: Mutex::new(None),
+        });
+        let db = Db::connect(&config).await.unwrap();
+        let storage = Storage::from_store(Arc::clone(&store) as Arc<dyn ObjectStore>);
+        let state = AppState::with_parts(config, db, storage).unwrap();
+        let t = Self {
+            app: app(state.clone()),
+            state,
+            _dir: dir,
+        };
+        (t, store)
+    }
+
     pub(crate) async fn send(&self, req: Request<Body>) -> Resp {
         send(&self.app, req).await
     }
@@ -282,6 +321,39 @@ impl TestApp {
         self.state.storage.list_file_objects(id).await.unwrap()
     }
 
+    /// Files on local disk under the file's object directory, whatever the store lists
+    /// (stray temporary files included); empty when the directory is gone.
+    pub(crate) fn files_on_disk(&self, id: &str) -> Vec<PathBuf> {
+        fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, out);
+                } else {
+                    out.push(path);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(
+            &self.state.config.objects_dir().join("files").join(id),
+            &mut out,
+        );
+        out
+    }
+
+    /// A file's auth throttle: `(auth_failures, auth_locked_until)`.
+    pub(crate) async fn throttle(&self, id: &str) -> (i64, i64) {
+        sqlx::query_as("SELECT auth_failures, auth_locked_until FROM files WHERE id = ?")
+            .bind(id)
+            .fetch_one(self.state.db.pool())
+            .await
+            .unwrap()
+    }
+
     /// Number of rows across the tables that mention a file.
     pub(crate) async fn rows(&self, id: &str) -> i64 {
         let pool = self.state.db.pool();
@@ -318,5 +390,163 @@ pub(crate) async fn send(app: &Router, req: Request<Body>) -> Resp {
         status,
         headers,
         body,
+    }
+}
+
+/// A local object store whose next write of one key waits until the test lets it through:
+/// it pins a part PUT between "body read and checked" and "object written" while the test
+/// changes the world around it. Everything else goes straight to the local store.
+#[derive(Debug)]
+pub(crate) struct GatedStore {
+    inner: LocalFileSystem,
+    gate: Mutex<Option<Gate>>,
+}
+
+#[derive(Debug)]
+struct Gate {
+    key: ObjectPath,
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+impl GatedStore {
+    /// Holds back the next write of `key`. The first receiver fires when that write has
+    /// arrived (and waits); sending on the second lets it proceed.
+    pub(crate) fn hold_next_put(
+        &self,
+        key: ObjectPath,
+    ) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        *self.gate.lock().unwrap() = Some(Gate {
+            key,
+            reached: reached_tx,
+            release: release_rx,
+        });
+        (reached_rx, release_tx)
+    }
+}
+
+impl std::fmt::Display for GatedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Gated({})", self.inner)
+    }
+}
+
+type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = object_store::Result<T>> + Send + 'a>>;
+
+// `ObjectStore` is an `#[async_trait]` trait; these are its desugared signatures, written out
+// so the tests need no extra dependency.
+impl ObjectStore for GatedStore {
+    fn put_opts<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        location: &'life1 ObjectPath,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> StoreFuture<'async_trait, PutResult>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(async move {
+            let gate = {
+                let mut slot = self.gate.lock().unwrap();
+                match slot.as_ref() {
+                    Some(gate) if gate.key == *location => slot.take(),
+                    _ => None,
+                }
+            };
+            if let Some(gate) = gate {
+                let _ = gate.reached.send(());
+                let _ = gate.release.await;
+            }
+            self.inner.put_opts(location, payload, opts).await
+        })
+    }
+
+    fn put_multipart_opts<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        location: &'life1 ObjectPath,
+        opts: PutMultipartOptions,
+    ) -> StoreFuture<'async_trait, Box<dyn MultipartUpload>>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.inner.put_multipart_opts(location, opts))
+    }
+
+    fn get_opts<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        location: &'life1 ObjectPath,
+        options: GetOptions,
+    ) -> StoreFuture<'async_trait, GetResult>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.inner.get_opts(location, options))
+    }
+
+    fn delete<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        location: &'life1 ObjectPath,
+    ) -> StoreFuture<'async_trait, ()>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.inner.delete(location))
+    }
+
+    fn list(
+        &self,
+        prefix: Option<&ObjectPath>,
+    ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_delimiter<'life0, 'life1, 'async_trait>(
+        &'life0 self,
+        prefix: Option<&'life1 ObjectPath>,
+    ) -> StoreFuture<'async_trait, ListResult>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.inner.list_with_delimiter(prefix))
+    }
+
+    fn copy<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        from: &'life1 ObjectPath,
+        to: &'life2 ObjectPath,
+    ) -> StoreFuture<'async_trait, ()>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.inner.copy(from, to))
+    }
+
+    fn copy_if_not_exists<'life0, 'life1, 'life2, 'async_trait>(
+        &'life0 self,
+        from: &'life1 ObjectPath,
+        to: &'life2 ObjectPath,
+    ) -> StoreFuture<'async_trait, ()>
+    where
+        'life0: 'async_trait,
+        'life1: 'async_trait,
+        'life2: 'async_trait,
+        Self: 'async_trait,
+    {
+        Box::pin(self.inner.copy_if_not_exists(from, to))
     }
 }

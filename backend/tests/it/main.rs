@@ -8,6 +8,7 @@ mod gc;
 mod http;
 mod manage;
 mod s3;
+mod throttle;
 mod upload;
 mod visibility;
 mod web;

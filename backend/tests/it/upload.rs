@@ -1,6 +1,7 @@
 //! Upload: create validation, part PUT (size caps, truncation, hashes, idempotency,
 //! conflicts, the concurrency limit, the idle timeout), resume listing, complete.
 
+use std::future::Future;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -317,10 +318,10 @@ pub(crate) async fn create_only_storage_on(t: &TestApp) {
     let real = up.part(1);
     let mut other = real.clone();
     other[0] ^= 1;
-    assert_eq!(store(t, &up, 1, &other).await, PutOutcome::Stored);
+    assert_eq!(store(t, &up, 1, &other).await, PutOutcome::Created);
     assert_eq!(
         store(t, &up, 1, &other).await,
-        PutOutcome::Stored,
+        PutOutcome::AlreadyStored,
         "identical retry"
     );
     assert_eq!(store(t, &up, 1, &real).await, PutOutcome::Conflict);
@@ -331,7 +332,7 @@ pub(crate) async fn create_only_storage_on(t: &TestApp) {
     assert_eq!(stored(t, &up, 1).await, other);
 
     // Part 2: an orphan with the right bytes is simply adopted.
-    assert_eq!(store(t, &up, 2, &up.part(2)).await, PutOutcome::Stored);
+    assert_eq!(store(t, &up, 2, &up.part(2)).await, PutOutcome::Created);
     t.put_part(&up, 2).await.expect(200, None);
     let parts = t
         .get(&format!("/api/v1/files/{}/parts", up.id), Some(&up.owner))
@@ -529,8 +530,24 @@ fn stalled_body(
     n: u64,
     k: usize,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
-    let head = Bytes::copy_from_slice(&up.part(n)[..k]);
-    futures::stream::once(async move { Ok(head) }).chain(futures::stream::pending())
+    held_body(up, n, k, std::future::pending())
+}
+
+/// The first `k` bytes of part `n`, then nothing until `release` resolves, then the rest: a
+/// PUT the test holds mid-body.
+fn held_body(
+    up: &Upload,
+    n: u64,
+    k: usize,
+    release: impl Future<Output = ()> + Send + 'static,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let part = up.part(n);
+    let head = Bytes::copy_from_slice(&part[..k]);
+    let tail = Bytes::copy_from_slice(&part[k..]);
+    futures::stream::once(async move { Ok(head) }).chain(futures::stream::once(async move {
+        release.await;
+        Ok(tail)
+    }))
 }
 
 #[tokio::test]
@@ -622,4 +639,113 @@ async fn stalled_part_body_is_408_timeout_and_stores_nothing() {
     let started = Instant::now();
     t.send(put_streamed(&up, 0, steady)).await.expect(200, None);
     assert!(started.elapsed() > idle);
+}
+
+#[tokio::test]
+async fn put_held_across_delete_and_gc_is_404_and_leaves_nothing() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    t.put_part(&up, 1).await.expect(200, None);
+
+    // A PUT of part 0 sends a few bytes and waits.
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let req = put_streamed(
+        &up,
+        0,
+        held_body(&up, 0, 10, async move {
+            let _ = released.await;
+        }),
+    );
+    let app = t.app.clone();
+    let put = tokio::spawn(async move { send(&app, req).await });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while t.state.part_permits_available() == t.state.config.max_concurrent_parts {
+        assert!(Instant::now() < deadline, "the PUT never started its body");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Meanwhile the owner deletes the file and the GC runs.
+    t.call(
+        Method::DELETE,
+        &format!("/api/v1/files/{}", up.id),
+        Some(&up.owner),
+        None,
+    )
+    .await
+    .expect(204, None);
+    backend::gc::run_once(&t.state).await.unwrap();
+    assert_eq!(t.rows(&up.id).await, 0);
+
+    // The body then completes: the file is gone, so is anything the PUT stored.
+    release.send(()).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), put)
+        .await
+        .expect("the released PUT must answer")
+        .unwrap();
+    r.expect(404, Some("not_found"));
+    assert_eq!(
+        r.body,
+        t.get(
+            "/api/v1/files/AAAAAAAAAAAAAAAAAAAAAA/parts",
+            Some(&up.owner)
+        )
+        .await
+        .body,
+        "the same 404 as an unknown id"
+    );
+    assert!(t.objects(&up.id).await.is_empty());
+    assert_eq!(t.files_on_disk(&up.id), Vec::<std::path::PathBuf>::new());
+    assert_eq!(t.rows(&up.id).await, 0);
+}
+
+/// A retried PUT of part 0 whose write reaches the store only after the owner deleted the
+/// file and a GC pass deleted its objects, but before that pass removed the rows: the first
+/// PUT's row is still there, yet the retry's object would outlive the purge. It must be
+/// answered 404 and remove the object it created.
+#[tokio::test]
+async fn retried_put_racing_delete_and_purge_leaves_no_orphan() {
+    let (t, store) = TestApp::gated().await;
+    let up = t.create(Spec::default()).await;
+
+    // The retry has read and checked its body, found no row, and is about to write.
+    let (reached, release) = store.hold_next_put(part_key(&up.id, 0));
+    let app = t.app.clone();
+    let req = put_streamed(&up, 0, futures::stream::iter([Ok(Bytes::from(up.part(0)))]));
+    let retry = tokio::spawn(async move { send(&app, req).await });
+    tokio::time::timeout(Duration::from_secs(10), reached)
+        .await
+        .expect("the retry never reached the store")
+        .unwrap();
+
+    // The first PUT of the same part completes meanwhile.
+    t.put_part(&up, 0).await.expect(200, None);
+    assert_eq!(t.files_on_disk(&up.id).len(), 1);
+
+    // The owner deletes the file (what DELETE does, minus its own background purge, whose
+    // timing a test cannot control), and a GC pass starts: objects first...
+    assert!(
+        t.state
+            .db
+            .mark_deleted(&up.id, backend::db::now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        t.state.storage.delete_file_objects(&up.id).await.unwrap(),
+        1
+    );
+
+    // ...the retry's write lands now, on an empty key...
+    release.send(()).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), retry)
+        .await
+        .expect("the released PUT must answer")
+        .unwrap();
+    r.expect(404, Some("not_found"));
+
+    // ...and the pass ends with the rows. Nothing of the file may be left.
+    assert!(t.state.db.purge_rows(&up.id).await.unwrap());
+    assert_eq!(t.rows(&up.id).await, 0);
+    assert!(t.objects(&up.id).await.is_empty());
+    assert_eq!(t.files_on_disk(&up.id), Vec::<std::path::PathBuf>::new());
 }

@@ -1,0 +1,87 @@
+//! The crypto worker: a Web Worker that encrypts parts off the page's main thread, so the page
+//! stays responsive and several parts are encrypted at once (one worker per core).
+//!
+//! Protocol (plain JS objects, see `app/src/workers.rs` for the other side):
+//! - on start it posts `{ready: true}`;
+//! - `{job, op: "encrypt", ikm, salt, part, last, data}` → `{job, data, sha256}` where `data`
+//!   is the part's ciphertext (an `ArrayBuffer`, transferred, not copied) and `sha256` its
+//!   lowercase hex digest, or `{job, error}` with a sentence.
+//!
+//! The worker holds key material only while a job runs; the page sends it with each job.
+
+use js_sys::{Array, ArrayBuffer, Object, Reflect, Uint8Array};
+use sha2::Digest as _;
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
+
+fn main() {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
+        let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+        let request = event.data();
+        let job = get(&request, "job");
+        let reply = Object::new();
+        set(&reply, "job", &job);
+        match encrypt(&request) {
+            Ok((ciphertext, sha256)) => {
+                let buffer = ciphertext.buffer();
+                set(&reply, "data", &buffer);
+                set(&reply, "sha256", &JsValue::from_str(&sha256));
+                let _ = scope.post_message_with_transfer(&reply, &Array::of1(&buffer));
+            }
+            Err(message) => {
+                set(&reply, "error", &JsValue::from_str(&message));
+                let _ = scope.post_message(&reply);
+            }
+        }
+    });
+    scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    // The handler lives as long as the worker.
+    on_message.forget();
+    let ready = Object::new();
+    set(&ready, "ready", &JsValue::TRUE);
+    let _ = scope.post_message(&ready);
+}
+
+/// Encrypts one part as asked; returns the ciphertext and its SHA-256 in hex.
+fn encrypt(request: &JsValue) -> Result<(Uint8Array, String), String> {
+    if get(request, "op").as_string().as_deref() != Some("encrypt") {
+        return Err("unknown operation".into());
+    }
+    let ikm = bytes(&get(request, "ikm"));
+    let salt: [u8; 16] = bytes(&get(request, "salt"))
+        .try_into()
+        .map_err(|_| "bad salt".to_owned())?;
+    let part = get(request, "part").as_f64().ok_or("bad part number")? as u64;
+    let last = get(request, "last").as_bool().unwrap_or(false);
+    let data = get(request, "data");
+    let buffer: ArrayBuffer = data.dyn_into().map_err(|_| "bad data")?;
+    let plaintext = Uint8Array::new(&buffer);
+
+    let key = crypto_wasm::ContentKey::from_ikm(&ikm).map_err(|e| e.to_string())?;
+    let encryptor = crypto_wasm::Encryptor::with_salt_and_rs(&key, salt, crypto_wasm::RECORD_SIZE)
+        .map_err(|e| e.to_string())?;
+    let ciphertext = encryptor
+        .encrypt_part(part, &plaintext.to_vec(), last)
+        .map_err(|e| e.to_string())?;
+    let sha256 = hex::encode(sha2::Sha256::digest(&ciphertext));
+    let out = Uint8Array::new_with_length(ciphertext.len() as u32);
+    out.copy_from(&ciphertext);
+    Ok((out, sha256))
+}
+
+fn get(object: &JsValue, key: &str) -> JsValue {
+    Reflect::get(object, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+fn set(object: &Object, key: &str, value: &JsValue) {
+    let _ = Reflect::set(object, &JsValue::from_str(key), value);
+}
+
+fn bytes(value: &JsValue) -> Vec<u8> {
+    value
+        .dyn_ref::<Uint8Array>()
+        .map(Uint8Array::to_vec)
+        .unwrap_or_default()
+}
