@@ -27,36 +27,52 @@ async function freePort() {
   });
 }
 
-/** Starts the server; resolves once it answers HTTP. */
-export async function startServer() {
-  const dataDir = mkdtempSync(join(tmpdir(), "bitstratus-e2e-"));
-  const port = await freePort();
+/** Starts the server on `port` with `dataDir`; resolves once it answers HTTP. */
+async function spawnServer(port, dataDir) {
   const origin = `http://127.0.0.1:${port}`;
   const child = spawn(
     required("BITSTRATUS_SERVER"),
     ["--listen", `127.0.0.1:${port}`, "--data-dir", dataDir, "--static-dir", required("BITSTRATUS_STATIC_DIR")],
     { stdio: ["ignore", "inherit", "inherit"], env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" } },
   );
-  let exited = null;
-  child.on("exit", (code) => (exited = code));
-  for (let i = 0; i < 300; i++) {
-    if (exited !== null) throw new Error(`bitstratus-server exited with ${exited} before answering`);
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  let code = null;
+  exited.then((c) => (code = c ?? "a signal"));
+  for (let i = 0; ; i++) {
+    if (code !== null) throw new Error(`bitstratus-server exited with ${code} before answering`);
+    if (i === 300) throw new Error("bitstratus-server did not answer within 30 s");
     try {
-      const response = await fetch(`${origin}/`);
-      if (response.ok) break;
+      if ((await fetch(`${origin}/`)).ok) break;
     } catch {
       // Not listening yet.
     }
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
-    origin,
-    dataDir,
     async stop() {
-      if (exited === null) {
-        child.kill("SIGTERM");
-        await new Promise((r) => child.once("exit", r));
-      }
+      if (code === null) child.kill("SIGKILL");
+      await exited;
+    },
+  };
+}
+
+/**
+ * Starts the server on a free port with a fresh data directory. `restart()` kills it (no
+ * graceful shutdown, as a crash would) and starts it again on the same port and data.
+ */
+export async function startServer() {
+  const dataDir = mkdtempSync(join(tmpdir(), "bitstratus-e2e-"));
+  const port = await freePort();
+  let process = await spawnServer(port, dataDir);
+  return {
+    origin: `http://127.0.0.1:${port}`,
+    dataDir,
+    async restart() {
+      await process.stop();
+      process = await spawnServer(port, dataDir);
+    },
+    async stop() {
+      await process.stop();
     },
   };
 }

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
@@ -261,6 +261,87 @@ test("the manage page changes the download limit and rejects a malformed one", a
   const { context, page } = await open(share);
   assert.match(await page.textContent(".error"), new RegExp(GONE));
   await context.close();
+});
+
+/**
+ * Starts uploading `path` in `page` with every part from `failFrom` on refused (so the upload
+ * stops with an error after the earlier parts are stored); returns how many parts got stored.
+ */
+async function failedAttempt(page, path, failFrom) {
+  let stored = 0;
+  const refuse = (route) =>
+    Number(new URL(route.request().url()).pathname.split("/").pop()) >= failFrom
+      ? route.fulfill({ status: 400, contentType: "application/json", body: '{"error":{"code":"refused","message":"refused by the test"}}' })
+      : route.continue();
+  await page.route("**/parts/*", refuse);
+  const count = (response) => {
+    if (response.request().method() === "PUT" && response.status() === 200) stored++;
+  };
+  page.on("response", count);
+  await page.goto(server.origin + "/");
+  await page.setInputFiles("#file-input", path);
+  await page.click("#upload");
+  await page.waitForSelector(".job .error", { timeout: 120_000 });
+  page.off("response", count);
+  await page.unroute("**/parts/*", refuse);
+  return stored;
+}
+
+test("an upload interrupted by a server crash resumes after a page reload, sending only the missing parts", async () => {
+  const bytes = randomBytes(30 * MiB);
+  const path = tempFile("resume-me.bin", bytes);
+  const { context, page } = await freshPage(browser);
+  const stored = await failedAttempt(page, path, 2);
+  assert.ok(stored >= 2, `the first attempt stored parts 0 and 1 (stored ${stored})`);
+
+  await server.restart();
+  await page.reload();
+  const sent = [];
+  page.on("request", (request) => {
+    if (request.method() === "PUT") sent.push(Number(new URL(request.url()).pathname.split("/").pop()));
+  });
+  await page.setInputFiles("#file-input", path);
+  await page.click("#upload");
+  await page.waitForSelector(".share-link", { timeout: 120_000 });
+  const parts = Math.ceil(bytes.length / (64 * 65519));
+  assert.equal(sent.length, parts - stored, `only the ${parts - stored} missing parts were sent (sent ${sent})`);
+  assert.ok(!sent.includes(0) && !sent.includes(1), "stored parts are not sent again");
+  const share = await page.inputValue(".share-link");
+  await context.close();
+
+  const recipient = await open(share);
+  assert.equal(sha256((await downloadBytes(recipient.page)).bytes), sha256(bytes));
+  await recipient.context.close();
+});
+
+test("resuming a file that changed since the first attempt is refused, then it uploads anew", async () => {
+  const bytes = randomBytes(20 * MiB);
+  const path = tempFile("changing.bin", bytes);
+  const { mtime } = statSync(path);
+  const { context, page } = await freshPage(browser);
+  await failedAttempt(page, path, 2);
+
+  // Same name, size and modification time, different bytes in a part already encrypted once.
+  const changed = Buffer.from(bytes);
+  changed.fill(0x55, 9 * MiB, 10 * MiB);
+  writeFileSync(path, changed);
+  utimesSync(path, mtime, mtime);
+  await page.reload();
+  await page.setInputFiles("#file-input", path);
+  await page.click("#upload");
+  await page.waitForSelector(".job .error", { timeout: 120_000 });
+  assert.match(await page.textContent(".job .error"), /changed since the earlier upload attempt/);
+
+  // Chosen again, it is a new upload (new key) and arrives intact.
+  await page.reload();
+  await page.setInputFiles("#file-input", path);
+  await page.click("#upload");
+  await page.waitForSelector(".share-link", { timeout: 120_000 });
+  const share = await page.inputValue(".share-link");
+  await context.close();
+  const recipient = await open(share);
+  assert.equal(sha256((await downloadBytes(recipient.page)).bytes), sha256(changed));
+  await recipient.context.close();
 });
 
 test("the server stored no plaintext, no file name, no key and no password", () => {

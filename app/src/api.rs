@@ -221,6 +221,27 @@ pub(crate) async fn put_part(
     .await
 }
 
+/// One part the server holds, from `GET /files/{id}/parts`.
+#[derive(Deserialize, Clone, Debug)]
+pub(crate) struct StoredPart {
+    pub(crate) n: u64,
+    pub(crate) size: u64,
+}
+
+#[derive(Deserialize)]
+struct StoredParts {
+    parts: Vec<StoredPart>,
+}
+
+/// `GET /files/{id}/parts`: the parts of an unfinished upload the server already holds.
+pub(crate) async fn list_parts(id: &str, owner: &str) -> Result<Vec<StoredPart>, ApiError> {
+    let url = url(&format!("/files/{id}/parts"));
+    let list: StoredParts =
+        with_retries(|| async { json(send("GET", &url, Some(owner), Body::Empty).await?).await })
+            .await?;
+    Ok(list.parts)
+}
+
 /// `POST /files/{id}/complete`, retried (completing twice is harmless).
 pub(crate) async fn complete(id: &str, owner: &str) -> Result<(), ApiError> {
     let url = url(&format!("/files/{id}/complete"));

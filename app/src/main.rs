@@ -11,6 +11,7 @@
 mod api;
 mod download;
 mod manage;
+mod resume;
 mod upload;
 mod util;
 mod workers;

@@ -7,11 +7,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeSet;
 
 use futures::StreamExt as _;
 
-use crate::{api, util, workers};
+use crate::{api, resume, util, workers};
 
 /// Parts read, encrypted and uploaded at the same time.
 const PARTS_IN_FLIGHT: usize = 4;
@@ -322,15 +323,37 @@ fn seal_in_page(
     plaintext: &js_sys::ArrayBuffer,
 ) -> Result<workers::SealedPart, String> {
     use sha2::Digest as _;
+    let plaintext = js_sys::Uint8Array::new(plaintext).to_vec();
     let ciphertext = encryptor
-        .encrypt_part(n, &js_sys::Uint8Array::new(plaintext).to_vec(), last)
+        .encrypt_part(n, &plaintext, last)
         .map_err(|e| format!("Could not encrypt part {}: {e}.", n + 1))?;
     Ok(workers::SealedPart {
         sha256_hex: hex::encode(sha2::Sha256::digest(&ciphertext)),
+        plaintext_sha256_hex: hex::encode(sha2::Sha256::digest(&plaintext)),
         ciphertext: util::to_js_bytes(&ciphertext),
     })
 }
 
+/// Where an upload starts from: a new file on the server, or one this browser began before.
+struct Plan {
+    id: String,
+    owner_token: String,
+    secret: crypto_wasm::Secret,
+    keys: crypto_wasm::FileKeys,
+    encryptor: crypto_wasm::Encryptor,
+    /// Parts the server already holds, and their total size.
+    stored: BTreeSet<u64>,
+    stored_bytes: u64,
+    /// What this browser remembers for resuming; `None` when it cannot remember (then nothing
+    /// is ever resumed, so no nonce can be reused).
+    record: Option<RefCell<resume::Unfinished>>,
+}
+
+const CHANGED: &str = "This file changed since the earlier upload attempt, so resuming it could expose its \
+    contents. That attempt was discarded: choose the file again to upload it as a new file.";
+
+/// Encrypts and uploads one file, resuming an earlier attempt of this browser when there is
+/// one; returns its links or a message for the user.
 async fn upload_file(
     file: &web_sys::File,
     options: &Options,
@@ -347,71 +370,60 @@ async fn upload_file(
         started_ms,
     };
 
-    let secret = crypto_wasm::Secret::generate();
-    let kdf = options
-        .password
-        .as_ref()
-        .map(|_| crypto_wasm::KdfParams::generate());
-    if options.password.is_some() {
-        state.set(working("Strengthening the password", 0));
-        // Let the page paint before the deliberately slow key stretching runs.
-        util::sleep_ms(30).await;
-    }
-    let password = options.password.as_deref().zip(kdf.as_ref());
-    let keys = crypto_wasm::FileKeys::derive(&secret, password)
-        .map_err(|e| format!("Could not derive the keys: {e}."))?;
-    let metadata = crypto_wasm::Metadata {
-        name: file.name(),
-        size,
-        mime: file.type_(),
+    let resumed = match resume::load(file) {
+        Some(record) => resume_plan(file, options, record, state, &working).await?,
+        None => None,
     };
+    let resuming = resumed.is_some();
+    let plan = match resumed {
+        Some(plan) => plan,
+        None => fresh_plan(file, options, state, &working).await?,
+    };
+    let phase = if resuming {
+        "Resuming"
+    } else {
+        "Encrypting and uploading"
+    };
+    state.set(working(phase, plan.stored_bytes));
 
-    let sealed = keys
-        .seal_metadata(&metadata)
-        .map_err(|e| format!("Could not encrypt the file's details: {e}."))?;
-    state.set(working("Encrypting and uploading", 0));
-    let created = api::create_file(&api::CreateFile {
-        metadata: URL_SAFE_NO_PAD.encode(sealed),
-        auth_token: keys.auth_token_base64url(),
-        kdf: kdf.as_ref(),
-        size: body_size,
-        first_part_size: crypto_wasm::first_part_size(),
-        part_size: crypto_wasm::part_size(),
-        expires_in: options.expires_in,
-        download_limit: options.download_limit,
-    })
-    .await
-    .map_err(|e| e.message)?;
-
-    // The layout is ours to decide: a server answering another part count would make us seal
-    // an early part as the last one.
-    if crypto_wasm::Layout::for_plaintext_len(size).part_count() != created.part_count {
-        return Err(
-            "The server proposed a different layout for this file; nothing was uploaded.".into(),
-        );
-    }
-    let encryptor = crypto_wasm::Encryptor::new(&keys);
-    let ikm = keys.content_key().expose_ikm();
-    let salt = *encryptor.salt();
+    let ikm = plan.keys.content_key().expose_ikm();
+    let salt = *plan.encryptor.salt();
     let per_part = crypto_wasm::plaintext_per_part();
-    let count = created.part_count;
-    let sent = Cell::new(0u64);
+    let count = crypto_wasm::Layout::for_plaintext_len(size).part_count();
+    let sent = Cell::new(plan.stored_bytes);
+    let missing = (0..count).filter(|n| !plan.stored.contains(n));
     // Up to PARTS_IN_FLIGHT parts are read, encrypted (in the workers) and sent at once, so
     // encrypting one part overlaps sending the others; memory stays bounded by that number.
-    let mut parts = futures::stream::iter(0..count)
+    let mut parts = futures::stream::iter(missing)
         .map(|n| {
-            let (encryptor, sent, created) = (&encryptor, &sent, &created);
+            let (plan, sent) = (&plan, &sent);
             async move {
                 let start = n * per_part;
                 let plaintext = util::read_slice(file, start, (start + per_part).min(size)).await?;
                 let last = n + 1 == count;
                 let sealed = match pool {
                     Some(pool) => pool.encrypt(ikm, &salt, n, last, plaintext).await?,
-                    None => seal_in_page(encryptor, n, last, &plaintext)?,
+                    None => seal_in_page(&plan.encryptor, n, last, &plaintext)?,
                 };
+                if let Some(record) = &plan.record {
+                    let mut record = record.borrow_mut();
+                    match record.plaintext_sha256.get(&n) {
+                        Some(earlier) if *earlier != sealed.plaintext_sha256_hex => {
+                            return Err(CHANGED.to_owned());
+                        }
+                        Some(_) => {}
+                        None => {
+                            // Remembered before the ciphertext leaves the page: see resume.rs.
+                            record
+                                .plaintext_sha256
+                                .insert(n, sealed.plaintext_sha256_hex.clone());
+                            resume::save(file, &record)?;
+                        }
+                    }
+                }
                 api::put_part(
-                    &created.id,
-                    &created.owner_token,
+                    &plan.id,
+                    &plan.owner_token,
                     n,
                     &sealed.ciphertext,
                     &sealed.sha256_hex,
@@ -421,23 +433,177 @@ async fn upload_file(
                     format!("Upload failed at part {} of {count}: {}", n + 1, e.message)
                 })?;
                 sent.set(sent.get() + u64::from(sealed.ciphertext.length()));
-                state.set(working("Encrypting and uploading", sent.get()));
+                state.set(working(phase, sent.get()));
                 Ok::<(), String>(())
             }
         })
         .buffer_unordered(PARTS_IN_FLIGHT);
     while let Some(result) = parts.next().await {
-        result?;
+        if let Err(message) = result {
+            if message == CHANGED {
+                resume::forget(file);
+                let _ = api::delete(&plan.id, &plan.owner_token).await;
+            }
+            return Err(message);
+        }
     }
     drop(parts);
-    api::complete(&created.id, &created.owner_token)
+    api::complete(&plan.id, &plan.owner_token)
         .await
         .map_err(|e| e.message)?;
+    resume::forget(file);
 
     let origin = util::origin();
-    let secret = secret.to_base64url();
+    let secret = plan.secret.to_base64url();
     Ok(JobState::Done {
-        share: format!("{origin}/d/{}#{secret}", created.id),
-        manage: format!("{origin}/m/{}#{}.{secret}", created.id, created.owner_token),
+        share: format!("{origin}/d/{}#{secret}", plan.id),
+        manage: format!("{origin}/m/{}#{}.{secret}", plan.id, plan.owner_token),
     })
+}
+
+/// Derives the file keys, stretching the password first if there is one (slow on purpose).
+async fn derive_keys(
+    secret: &crypto_wasm::Secret,
+    password: Option<(&str, &crypto_wasm::KdfParams)>,
+    state: RwSignal<JobState>,
+    working: &impl Fn(&'static str, u64) -> JobState,
+) -> Result<crypto_wasm::FileKeys, String> {
+    if password.is_some() {
+        state.set(working("Strengthening the password", 0));
+        // Let the page paint before the deliberately slow key stretching runs.
+        util::sleep_ms(30).await;
+    }
+    crypto_wasm::FileKeys::derive(secret, password)
+        .map_err(|e| format!("Could not derive the keys: {e}."))
+}
+
+/// A new upload: fresh secret and salt, the sealed metadata, and the server's id for it.
+async fn fresh_plan(
+    file: &web_sys::File,
+    options: &Options,
+    state: RwSignal<JobState>,
+    working: &impl Fn(&'static str, u64) -> JobState,
+) -> Result<Plan, String> {
+    let size = file.size() as u64;
+    let secret = crypto_wasm::Secret::generate();
+    let kdf = options
+        .password
+        .as_ref()
+        .map(|_| crypto_wasm::KdfParams::generate());
+    let keys = derive_keys(
+        &secret,
+        options.password.as_deref().zip(kdf.as_ref()),
+        state,
+        working,
+    )
+    .await?;
+    let metadata = crypto_wasm::Metadata {
+        name: file.name(),
+        size,
+        mime: file.type_(),
+    };
+    let sealed = keys
+        .seal_metadata(&metadata)
+        .map_err(|e| format!("Could not encrypt the file's details: {e}."))?;
+    let created = api::create_file(&api::CreateFile {
+        metadata: URL_SAFE_NO_PAD.encode(sealed),
+        auth_token: keys.auth_token_base64url(),
+        kdf: kdf.as_ref(),
+        size: crypto_wasm::body_size(size),
+        first_part_size: crypto_wasm::first_part_size(),
+        part_size: crypto_wasm::part_size(),
+        expires_in: options.expires_in,
+        download_limit: options.download_limit,
+    })
+    .await
+    .map_err(|e| e.message)?;
+    // The layout is ours to decide: a server answering another part count would make us seal
+    // an early part as the last one.
+    let part_count = crypto_wasm::Layout::for_plaintext_len(size).part_count();
+    if part_count != created.part_count {
+        return Err(
+            "The server proposed a different layout for this file; nothing was uploaded.".into(),
+        );
+    }
+    let encryptor = crypto_wasm::Encryptor::new(&keys);
+    let record = resume::Unfinished {
+        id: created.id.clone(),
+        owner_token: created.owner_token.clone(),
+        secret: secret.to_base64url(),
+        salt: hex::encode(encryptor.salt()),
+        kdf,
+        auth_sha256: auth_fingerprint(&keys),
+        part_count,
+        plaintext_sha256: Default::default(),
+    };
+    // Without storage the upload still works; it just cannot be resumed later.
+    let record = resume::save(file, &record)
+        .is_ok()
+        .then(|| RefCell::new(record));
+    Ok(Plan {
+        id: created.id,
+        owner_token: created.owner_token,
+        secret,
+        keys,
+        encryptor,
+        stored: BTreeSet::new(),
+        stored_bytes: 0,
+        record,
+    })
+}
+
+/// Picks up the earlier attempt `record` of this browser: same secret, salt and keys, and
+/// only the parts the server is missing. `Ok(None)` when the server no longer has it.
+async fn resume_plan(
+    file: &web_sys::File,
+    options: &Options,
+    record: resume::Unfinished,
+    state: RwSignal<JobState>,
+    working: &impl Fn(&'static str, u64) -> JobState,
+) -> Result<Option<Plan>, String> {
+    let stored = match api::list_parts(&record.id, &record.owner_token).await {
+        Ok(parts) => parts,
+        Err(e) if matches!(e.status, 403 | 404) => {
+            resume::forget(file);
+            return Ok(None);
+        }
+        Err(e) => return Err(e.message),
+    };
+    let damaged = "This browser's record of the earlier attempt is damaged; choose the file again to start over.";
+    let (Ok(secret), Ok(Ok(salt))) = (
+        crypto_wasm::Secret::from_base64url(&record.secret),
+        hex::decode(&record.salt).map(<[u8; 16]>::try_from),
+    ) else {
+        resume::forget(file);
+        return Err(damaged.into());
+    };
+    let password = match (&record.kdf, options.password.as_deref()) {
+        (Some(kdf), Some(password)) => Some((password, kdf)),
+        (Some(_), None) => {
+            return Err("The earlier attempt of this upload had a password: enter the same password to resume it.".into());
+        }
+        (None, _) => None,
+    };
+    let keys = derive_keys(&secret, password, state, working).await?;
+    if auth_fingerprint(&keys) != record.auth_sha256 {
+        return Err("That is not the password of the earlier attempt: enter the same password to resume it.".into());
+    }
+    let encryptor = crypto_wasm::Encryptor::with_salt_and_rs(&keys, salt, crypto_wasm::RECORD_SIZE)
+        .map_err(|_| damaged.to_owned())?;
+    Ok(Some(Plan {
+        id: record.id.clone(),
+        owner_token: record.owner_token.clone(),
+        secret,
+        keys,
+        encryptor,
+        stored_bytes: stored.iter().map(|p| p.size).sum(),
+        stored: stored.iter().map(|p| p.n).collect(),
+        record: Some(RefCell::new(record)),
+    }))
+}
+
+/// SHA-256 (hex) of the auth token: enough to recognise the same keys again.
+fn auth_fingerprint(keys: &crypto_wasm::FileKeys) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(keys.auth_token()))
 }

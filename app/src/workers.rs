@@ -24,7 +24,10 @@ const WORKER_URL: &str = "/worker_loader.js";
 #[derive(Debug)]
 pub(crate) struct SealedPart {
     pub(crate) ciphertext: Uint8Array,
+    /// SHA-256 of the ciphertext, lowercase hex (the server checks it).
     pub(crate) sha256_hex: String,
+    /// SHA-256 of the plaintext, lowercase hex (resuming checks it, see `resume.rs`).
+    pub(crate) plaintext_sha256_hex: String,
 }
 
 type Pending = Rc<RefCell<HashMap<u32, oneshot::Sender<Result<SealedPart, String>>>>>;
@@ -157,6 +160,9 @@ fn handler(ready: oneshot::Sender<()>, pending: Pending) -> Closure<dyn FnMut(Me
                 Ok(buffer) => Ok(SealedPart {
                     ciphertext: Uint8Array::new(&buffer),
                     sha256_hex: get(&data, "sha256").as_string().unwrap_or_default(),
+                    plaintext_sha256_hex: get(&data, "plain_sha256")
+                        .as_string()
+                        .unwrap_or_default(),
                 }),
                 Err(_) => Err("the crypto worker sent no data".into()),
             },

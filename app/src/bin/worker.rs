@@ -3,9 +3,10 @@
 //!
 //! Protocol (plain JS objects, see `app/src/workers.rs` for the other side):
 //! - on start it posts `{ready: true}`;
-//! - `{job, op: "encrypt", ikm, salt, part, last, data}` → `{job, data, sha256}` where `data`
-//!   is the part's ciphertext (an `ArrayBuffer`, transferred, not copied) and `sha256` its
-//!   lowercase hex digest, or `{job, error}` with a sentence.
+//! - `{job, op: "encrypt", ikm, salt, part, last, data}` → `{job, data, sha256, plain_sha256}`
+//!   where `data` is the part's ciphertext (an `ArrayBuffer`, transferred, not copied),
+//!   `sha256` its lowercase hex digest and `plain_sha256` the plaintext's, or `{job, error}`
+//!   with a sentence.
 //!
 //! The worker holds key material only while a job runs; the page sends it with each job.
 
@@ -24,10 +25,11 @@ fn main() {
         let reply = Object::new();
         set(&reply, "job", &job);
         match encrypt(&request) {
-            Ok((ciphertext, sha256)) => {
+            Ok((ciphertext, sha256, plain_sha256)) => {
                 let buffer = ciphertext.buffer();
                 set(&reply, "data", &buffer);
                 set(&reply, "sha256", &JsValue::from_str(&sha256));
+                set(&reply, "plain_sha256", &JsValue::from_str(&plain_sha256));
                 let _ = scope.post_message_with_transfer(&reply, &Array::of1(&buffer));
             }
             Err(message) => {
@@ -44,8 +46,8 @@ fn main() {
     let _ = scope.post_message(&ready);
 }
 
-/// Encrypts one part as asked; returns the ciphertext and its SHA-256 in hex.
-fn encrypt(request: &JsValue) -> Result<(Uint8Array, String), String> {
+/// Encrypts one part as asked; returns the ciphertext, its SHA-256 and the plaintext's (hex).
+fn encrypt(request: &JsValue) -> Result<(Uint8Array, String, String), String> {
     if get(request, "op").as_string().as_deref() != Some("encrypt") {
         return Err("unknown operation".into());
     }
@@ -62,13 +64,15 @@ fn encrypt(request: &JsValue) -> Result<(Uint8Array, String), String> {
     let key = crypto_wasm::ContentKey::from_ikm(&ikm).map_err(|e| e.to_string())?;
     let encryptor = crypto_wasm::Encryptor::with_salt_and_rs(&key, salt, crypto_wasm::RECORD_SIZE)
         .map_err(|e| e.to_string())?;
+    let plaintext = plaintext.to_vec();
     let ciphertext = encryptor
-        .encrypt_part(part, &plaintext.to_vec(), last)
+        .encrypt_part(part, &plaintext, last)
         .map_err(|e| e.to_string())?;
     let sha256 = hex::encode(sha2::Sha256::digest(&ciphertext));
+    let plain_sha256 = hex::encode(sha2::Sha256::digest(&plaintext));
     let out = Uint8Array::new_with_length(ciphertext.len() as u32);
     out.copy_from(&ciphertext);
-    Ok((out, sha256))
+    Ok((out, sha256, plain_sha256))
 }
 
 fn get(object: &JsValue, key: &str) -> JsValue {
