@@ -344,6 +344,23 @@ test("resuming a file that changed since the first attempt is refused, then it u
   await recipient.context.close();
 });
 
+test("a large file streams to disk through the service worker, byte-identical", async () => {
+  const bytes = randomBytes(100 * MiB + 777);
+  const [{ share }] = await upload([tempFile("streamed.bin", bytes)]);
+  const { context, page, problems } = await open(share);
+  const streams = [];
+  page.on("request", (request) => {
+    if (new URL(request.url()).pathname.startsWith("/stream/")) streams.push(request.url());
+  });
+  const got = await downloadBytes(page);
+  assert.equal(streams.length, 1, "the file went through the streaming service worker");
+  assert.equal(got.name, "streamed.bin");
+  assert.equal(sha256(got.bytes), sha256(bytes));
+  assert.deepEqual(problems, []);
+  await context.close();
+  secrets.push("streamed.bin", bytes.subarray(70 * MiB, 70 * MiB + 64));
+});
+
 test("the server stored no plaintext, no file name, no key and no password", () => {
   assert.ok(secrets.length > 10, "the earlier tests recorded what to look for");
   for (const secret of secrets) {

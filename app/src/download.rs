@@ -6,7 +6,13 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use leptos::prelude::*;
 
-use crate::{api, util};
+use futures::StreamExt as _;
+
+use crate::{api, stream, util};
+
+/// What a recipient is told when the file fails verification.
+const DAMAGED: &str =
+    "The download failed verification: the file was damaged or tampered with. Nothing was saved.";
 
 /// What a recipient is told when the server no longer has the file (or never had it).
 pub(crate) const GONE: &str = "This file is not available: the link has expired, reached its download limit, or the file was deleted.";
@@ -48,6 +54,7 @@ enum Page {
 pub(crate) fn DownloadPage(id: String) -> impl IntoView {
     let fragment = util::fragment();
     util::forget_fragment();
+    stream::register();
     let page = RwSignal::new(Page::Loading);
     let secret = StoredValue::new_local(None::<crypto_wasm::Secret>);
     let keys = StoredValue::new_local(None::<crypto_wasm::FileKeys>);
@@ -158,7 +165,6 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
             let Some(mut t) = transfer.try_update_value(Option::take).flatten() else {
                 return;
             };
-            let damaged = "The download failed verification: the file was damaged or tampered with. Nothing was saved.";
             while t.next < t.part_count {
                 let bytes = match api::get_part(&id.get_value(), &t.ticket, t.next).await {
                     Ok(b) => b,
@@ -171,7 +177,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                 };
                 t.received += bytes.len() as u64;
                 let Ok(plain) = t.decryptor.push(&bytes) else {
-                    return page.set(Page::Failed(damaged.into()));
+                    return page.set(Page::Failed(DAMAGED.into()));
                 };
                 t.plain_len += plain.len() as u64;
                 t.chunks.push(&util::to_js_bytes(&plain));
@@ -198,7 +204,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                         chunks.push(&util::to_js_bytes(&rest));
                     }
                 }
-                _ => return page.set(Page::Failed(damaged.into())),
+                _ => return page.set(Page::Failed(DAMAGED.into())),
             }
             let options = web_sys::BlobPropertyBag::new();
             options.set_type(if mime.is_empty() {
@@ -246,6 +252,49 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                 Err(e) if e.status == 404 => return page.set(Page::Failed(GONE.into())),
                 Err(e) => return page.set(Page::Failed(e.message)),
             };
+            if size >= stream::THRESHOLD && !previewable(&mime) {
+                let ikm =
+                    keys.with_value(|k| k.as_ref().map(|k| k.content_key().expose_ikm().to_vec()));
+                let job = stream::Job {
+                    id: &id.get_value(),
+                    ticket: &ticket,
+                    ikm: &ikm.unwrap_or_default(),
+                    part_count: layout.part_count,
+                    name: &name,
+                    size,
+                };
+                // Without a service worker, fall through to decrypting in the page.
+                if let Ok(mut streaming) = stream::start(&job).await {
+                    let part = crypto_wasm::part_size();
+                    while let Some(event) = streaming.events.next().await {
+                        match event {
+                            stream::Event::Progress { parts } => page.set(Page::Working {
+                                name: name.clone(),
+                                done: (parts * part).min(total),
+                                total,
+                                started_ms,
+                            }),
+                            stream::Event::Done => {
+                                return page.set(Page::Saved {
+                                    name,
+                                    size,
+                                    url: String::new(),
+                                    preview: false,
+                                });
+                            }
+                            stream::Event::Failed { damaged: true, .. } => {
+                                return page.set(Page::Failed(DAMAGED.into()));
+                            }
+                            stream::Event::Failed { message, .. } => {
+                                return page.set(Page::Failed(format!(
+                                    "The download stopped ({message}). Reload this page to start it again."
+                                )));
+                            }
+                        }
+                    }
+                    return page.set(Page::Failed("The download stopped unexpectedly.".into()));
+                }
+            }
             transfer.set_value(Some(Transfer {
                 ticket,
                 part_count: layout.part_count,

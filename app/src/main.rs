@@ -12,6 +12,7 @@ mod api;
 mod download;
 mod manage;
 mod resume;
+mod stream;
 mod upload;
 mod util;
 mod workers;

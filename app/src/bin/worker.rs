@@ -9,6 +9,9 @@
 //!   with a sentence.
 //!
 //! The worker holds key material only while a job runs; the page sends it with each job.
+//!
+//! The same bundle also serves the download service worker (`app/sw.js`), which loads it for
+//! [`StreamDecryptor`] only; there `main` does nothing.
 
 use js_sys::{Array, ArrayBuffer, Object, Reflect, Uint8Array};
 use sha2::Digest as _;
@@ -17,7 +20,10 @@ use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
 fn main() {
-    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let Ok(scope) = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>() else {
+        // Loaded by the service worker for `StreamDecryptor`: no jobs to serve.
+        return;
+    };
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
         let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
         let request = event.data();
@@ -88,4 +94,40 @@ fn bytes(value: &JsValue) -> Vec<u8> {
         .dyn_ref::<Uint8Array>()
         .map(Uint8Array::to_vec)
         .unwrap_or_default()
+}
+
+/// RFC 8188 streaming decryption for the download service worker (`app/sw.js`), which streams
+/// a file to disk through the browser's download manager without holding it in memory.
+/// The same rules as [`crypto_wasm::Decryptor`]: `finish` is mandatory and fails on truncation.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct StreamDecryptor {
+    inner: Option<crypto_wasm::Decryptor>,
+}
+
+#[wasm_bindgen]
+impl StreamDecryptor {
+    /// A decryptor for the body whose RFC 8188 input key is `ikm`.
+    #[wasm_bindgen(constructor)]
+    pub fn new(ikm: &[u8]) -> Result<StreamDecryptor, JsError> {
+        let key = crypto_wasm::ContentKey::from_ikm(ikm)?;
+        Ok(StreamDecryptor {
+            inner: Some(crypto_wasm::Decryptor::new(&key)),
+        })
+    }
+
+    /// Feeds the next bytes of the body; returns the plaintext of the records they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, JsError> {
+        let inner = self
+            .inner
+            .as_mut()
+            .ok_or_else(|| JsError::new("finished"))?;
+        Ok(inner.push(bytes)?)
+    }
+
+    /// Ends the body: returns the last record's plaintext, or fails if it was truncated.
+    pub fn finish(&mut self) -> Result<Vec<u8>, JsError> {
+        let inner = self.inner.take().ok_or_else(|| JsError::new("finished"))?;
+        Ok(inner.finish()?)
+    }
 }

@@ -1,0 +1,149 @@
+//! Streaming downloads to disk through the download service worker (`app/sw.js`): the page
+//! hands the worker a job (ticket, key, layout, name), opens `/stream/<token>` in a hidden
+//! frame, and the browser's download manager receives the decrypted file as the worker
+//! produces it. Memory stays at a few parts whatever the file's size.
+
+use futures::StreamExt as _;
+use futures::channel::mpsc;
+use js_sys::{Array, Object, Reflect, Uint8Array};
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::JsFuture;
+
+use crate::util;
+
+/// Files at least this large stream to disk; smaller ones are decrypted in the page, which
+/// also allows an inline preview.
+pub(crate) const THRESHOLD: u64 = 64 * 1024 * 1024;
+
+/// Registers the download service worker (at the root scope, so it sees `/stream/…`), in the
+/// background. Errors are ignored: downloads then fall back to decrypting in the page.
+pub(crate) fn register() {
+    let container = util::window().navigator().service_worker();
+    let _ = container.register("/sw.js");
+}
+
+/// What the worker reports while it streams.
+#[derive(Debug)]
+pub(crate) enum Event {
+    Progress { parts: u64 },
+    Done,
+    Failed { damaged: bool, message: String },
+}
+
+/// A streaming download handed to the service worker; its events arrive on `events`.
+pub(crate) struct Stream {
+    pub(crate) events: mpsc::UnboundedReceiver<Event>,
+    frame: web_sys::Element,
+    _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+    _keep_alive: (i32, Closure<dyn FnMut()>),
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        util::window().clear_interval_with_handle(self._keep_alive.0);
+        self.frame.remove();
+    }
+}
+
+/// Everything the worker needs to fetch and decrypt the file.
+pub(crate) struct Job<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) ticket: &'a str,
+    pub(crate) ikm: &'a [u8],
+    pub(crate) part_count: u64,
+    pub(crate) name: &'a str,
+    pub(crate) size: u64,
+}
+
+/// Starts streaming `job` to disk. `Err` when no service worker is available (the caller
+/// then downloads in the page).
+pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
+    let container = util::window().navigator().service_worker();
+    let registration: web_sys::ServiceWorkerRegistration =
+        JsFuture::from(container.ready()?).await?.unchecked_into();
+    let worker = registration.active().ok_or(JsValue::NULL)?;
+
+    let (tx, events) = mpsc::unbounded();
+    let (registered_tx, mut registered) = mpsc::unbounded::<()>();
+    let on_message =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |message: web_sys::MessageEvent| {
+            let data = message.data();
+            let get = |key: &str| {
+                Reflect::get(&data, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+            };
+            let event = match get("type").as_string().as_deref() {
+                Some("registered") => {
+                    let _ = registered_tx.unbounded_send(());
+                    return;
+                }
+                Some("progress") => Event::Progress {
+                    parts: get("part").as_f64().unwrap_or(0.0) as u64,
+                },
+                Some("done") => Event::Done,
+                Some("failed") => Event::Failed {
+                    damaged: get("damaged").is_truthy(),
+                    message: get("message").as_string().unwrap_or_default(),
+                },
+                _ => return,
+            };
+            let _ = tx.unbounded_send(event);
+        });
+    let channel = web_sys::MessageChannel::new()?;
+    channel
+        .port1()
+        .set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+
+    let token = hex_token();
+    let message = Object::new();
+    for (key, value) in [
+        ("type", JsValue::from_str("download")),
+        ("token", JsValue::from_str(&token)),
+        ("id", JsValue::from_str(job.id)),
+        ("ticket", JsValue::from_str(job.ticket)),
+        ("ikm", Uint8Array::from(job.ikm).into()),
+        ("partCount", JsValue::from_f64(job.part_count as f64)),
+        ("name", JsValue::from_str(job.name)),
+        ("size", JsValue::from_f64(job.size as f64)),
+    ] {
+        Reflect::set(&message, &JsValue::from_str(key), &value)?;
+    }
+    worker.post_message_with_transferable(&message, &Array::of1(&channel.port2()))?;
+    registered.next().await.ok_or(JsValue::NULL)?;
+
+    // Firefox stops a service worker that seems idle after ~30 s, even mid-stream.
+    let ping = Object::new();
+    Reflect::set(
+        &ping,
+        &JsValue::from_str("type"),
+        &JsValue::from_str("ping"),
+    )?;
+    let keep_alive = Closure::<dyn FnMut()>::new(move || {
+        let _ = worker.post_message(&ping);
+    });
+    let interval = util::window().set_interval_with_callback_and_timeout_and_arguments_0(
+        keep_alive.as_ref().unchecked_ref(),
+        10_000,
+    )?;
+
+    let document = util::window().document().ok_or(JsValue::NULL)?;
+    let frame = document.create_element("iframe")?;
+    frame.set_attribute("hidden", "")?;
+    frame.set_attribute("src", &format!("/stream/{token}"))?;
+    document.body().ok_or(JsValue::NULL)?.append_child(&frame)?;
+    Ok(Stream {
+        events,
+        frame,
+        _on_message: on_message,
+        _keep_alive: (interval, keep_alive),
+    })
+}
+
+/// A random 128-bit token naming one stream.
+fn hex_token() -> String {
+    let bytes = Uint8Array::new_with_length(16);
+    let _ = util::window()
+        .crypto()
+        .and_then(|c| c.get_random_values_with_array_buffer_view(&bytes));
+    hex::encode(bytes.to_vec())
+}

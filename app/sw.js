@@ -1,0 +1,113 @@
+// The download service worker: streams a file from the server, decrypting it on the way, into
+// the browser's download manager, so a download of any size needs only a few MiB of memory.
+//
+// The download page posts a job ({token, id, ticket, ikm, partCount, name, size, mime}) with a
+// MessagePort, then opens /stream/<token> in a hidden frame. This worker answers that request
+// with a ReadableStream that fetches part after part with the ticket, decrypts it with the
+// app's wasm (`StreamDecryptor` from the worker bundle) and enqueues the plaintext. Progress,
+// success and failure go back through the port. A truncated or tampered body errors the
+// stream, so the browser marks the download failed instead of saving a damaged file.
+//
+// Event listeners must be added during this script's first evaluation, so they are set up
+// here in JavaScript; the wasm loads in the background and each stream awaits it.
+
+importScripts("/worker.js");
+const wasmReady = wasm_bindgen("/worker_bg.wasm");
+const jobs = new Map();
+
+self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+
+self.addEventListener("message", (event) => {
+  const job = event.data;
+  if (job?.type === "ping") return; // Keeps this worker alive during long downloads.
+  if (job?.type !== "download" || typeof job.token !== "string") return;
+  job.port = event.ports[0];
+  jobs.set(job.token, job);
+  job.port?.postMessage({ type: "registered" });
+});
+
+self.addEventListener("fetch", (event) => {
+  const url = new URL(event.request.url);
+  if (url.origin !== self.location.origin || !url.pathname.startsWith("/stream/")) return;
+  const job = jobs.get(url.pathname.slice("/stream/".length));
+  if (!job) {
+    event.respondWith(new Response("This download has expired. Go back and start it again.", { status: 404 }));
+    return;
+  }
+  jobs.delete(job.token);
+  event.respondWith(respond(job));
+});
+
+/** RFC 6266 attachment header; the file name travels only as UTF-8 percent-encoding. */
+function disposition(name) {
+  const encoded = encodeURIComponent(name).replace(/['()*]/g, (c) => "%" + c.charCodeAt(0).toString(16).toUpperCase());
+  return `attachment; filename="download"; filename*=UTF-8''${encoded}`;
+}
+
+async function fetchPart(job, n) {
+  let delay = 500;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const response = await fetch(`/api/v1/files/${job.id}/parts/${n}`, {
+        headers: { Authorization: `Bearer ${job.ticket}` },
+        cache: "no-store",
+      });
+      if (response.ok) return new Uint8Array(await response.arrayBuffer());
+      if (response.status < 500 && response.status !== 408 && response.status !== 429) {
+        throw Object.assign(new Error(`the server refused part ${n + 1} (HTTP ${response.status})`), {
+          final: true,
+          network: true,
+        });
+      }
+    } catch (error) {
+      if (error.final) throw error;
+      if (attempt >= 8) throw Object.assign(new Error(`part ${n + 1} could not be fetched`), { network: true });
+    }
+    await new Promise((r) => setTimeout(r, delay));
+    delay = Math.min(delay * 2, 30_000);
+  }
+}
+
+async function respond(job) {
+  await wasmReady;
+  const decryptor = new wasm_bindgen.StreamDecryptor(job.ikm);
+  let n = 0;
+  let written = 0;
+  const report = (message) => job.port?.postMessage(message);
+  const stream = new ReadableStream(
+    {
+      async pull(controller) {
+        try {
+          if (n < job.partCount) {
+            const plaintext = decryptor.push(await fetchPart(job, n));
+            n += 1;
+            written += plaintext.length;
+            if (plaintext.length) controller.enqueue(plaintext);
+            report({ type: "progress", part: n, written });
+            return;
+          }
+          const rest = decryptor.finish();
+          written += rest.length;
+          if (written !== job.size) throw new Error("the file is shorter or longer than its details say");
+          if (rest.length) controller.enqueue(rest);
+          controller.close();
+          report({ type: "done", written });
+        } catch (error) {
+          report({ type: "failed", damaged: !error?.network, message: String(error?.message ?? error) });
+          controller.error(error);
+        }
+      },
+    },
+    // One part at a time: memory stays at a few parts whatever the file's size.
+    { highWaterMark: 1 },
+  );
+  return new Response(stream, {
+    headers: {
+      "Content-Type": "application/octet-stream",
+      "Content-Disposition": disposition(job.name),
+      "Content-Length": String(job.size),
+      "Cache-Control": "no-store",
+    },
+  });
+}
