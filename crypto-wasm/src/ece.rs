@@ -1,113 +1,24 @@
-//! RFC 8188 `aes128gcm` bodies: the header, per-body record keys, the part-oriented
+//! RFC 8188 `aes128gcm` bodies with RustCrypto's AES-128-GCM: the part-oriented
 //! [`Encryptor`] and the streaming [`Decryptor`].
+//!
+//! The format's rules (header, key schedule, record splitting, sequence numbers, nonces,
+//! delimiters, order rules) live in [`crate::framing`], shared with the WebCrypto engine; this
+//! module only adds the cipher.
 
 use std::fmt;
 use std::sync::Arc;
 
-use zeroize::Zeroize;
-
+use crate::framing::{self, Batch, BodyKeys, PartPlan, RecordReader};
 use crate::layout::{
-    HEADER_SIZE, MAX_RECORD_SIZE, MIN_RECORD_SIZE, RECORD_OVERHEAD, RECORD_SIZE, RECORDS_PER_PART,
-    body_size_for, plaintext_per_part_for, record_plaintext,
+    HEADER_SIZE, MAX_RECORD_SIZE, MIN_RECORD_SIZE, RECORD_SIZE, plaintext_per_part_for,
 };
-use crate::primitives::{Aead, Prk, TAG_LEN, random_array};
+use crate::primitives::{Aead, TAG_LEN, random_array};
 use crate::{ContentKey, Error};
 
-/// HKDF label of the content-encryption key (RFC 8188 section 2.2). Frozen.
-const CEK_INFO: &[u8] = b"Content-Encoding: aes128gcm\0";
-/// HKDF label of the nonce base (RFC 8188 section 2.3). Frozen.
-const NONCE_INFO: &[u8] = b"Content-Encoding: nonce\0";
-/// Delimiter of every record but the last.
-const DELIMITER_RECORD: u8 = 0x01;
-/// Delimiter of the last record.
-const DELIMITER_FINAL: u8 = 0x02;
-
-/// The keys of one body, fixed by its IKM and salt:
-///
-/// ```text
-/// PRK   = HKDF-SHA256-Extract[salt](IKM)
-/// CEK   = HKDF-SHA256-Expand[PRK, "Content-Encoding: aes128gcm\0"](16)
-/// NONCE = HKDF-SHA256-Expand[PRK, "Content-Encoding: nonce\0"](12)
-/// ```
+/// The keys of one body and the cipher keyed with its CEK.
 struct RecordKeys {
     aead: Aead,
-    nonce_base: [u8; 12],
-}
-
-impl Drop for RecordKeys {
-    fn drop(&mut self) {
-        self.nonce_base.zeroize();
-    }
-}
-
-impl RecordKeys {
-    fn derive(key: &ContentKey, salt: &[u8; 16]) -> Self {
-        let prk = Prk::extract(salt, key.expose_ikm());
-        Self {
-            aead: Aead::new(&prk.expand::<16>(CEK_INFO)),
-            nonce_base: *prk.expand::<12>(NONCE_INFO),
-        }
-    }
-
-    /// `NONCE XOR seq`, with `seq` as a 96-bit big-endian integer.
-    fn nonce(&self, seq: u64) -> [u8; 12] {
-        let mut nonce = self.nonce_base;
-        for (byte, counter) in nonce[4..].iter_mut().zip(seq.to_be_bytes()) {
-            *byte ^= counter;
-        }
-        nonce
-    }
-
-    /// Appends `AES-128-GCM[CEK, NONCE XOR seq](chunk || delimiter) || tag` to `out`.
-    fn seal(&self, seq: u64, chunk: &[u8], delimiter: u8, out: &mut Vec<u8>) {
-        let start = out.len();
-        out.extend_from_slice(chunk);
-        out.push(delimiter);
-        let tag = self
-            .aead
-            .seal_in_place(&self.nonce(seq), b"", &mut out[start..]);
-        out.extend_from_slice(&tag);
-    }
-
-    /// Authenticates and decrypts one record, appends its content (delimiter and padding
-    /// removed) to `out` and returns its delimiter.
-    fn open(&self, seq: u64, record: &[u8], out: &mut Vec<u8>) -> Result<u8, Error> {
-        if record.len() < RECORD_OVERHEAD as usize {
-            return Err(Error::Decrypt);
-        }
-        let (ciphertext, tag) = record.split_at(record.len() - TAG_LEN);
-        let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Decrypt)?;
-        let start = out.len();
-        out.extend_from_slice(ciphertext);
-        if let Err(err) = self
-            .aead
-            .open_in_place(&self.nonce(seq), b"", &mut out[start..], tag)
-        {
-            out.truncate(start);
-            return Err(err);
-        }
-        // RFC 8188 padding is zero bytes after the delimiter; the delimiter is the last
-        // non-zero byte, and a record without one is invalid.
-        let delimiter_at = out[start..].iter().rposition(|&byte| byte != 0);
-        let Some(delimiter_at) = delimiter_at else {
-            out.truncate(start);
-            return Err(Error::Decrypt);
-        };
-        let delimiter = out[start + delimiter_at];
-        out.truncate(start + delimiter_at);
-        match delimiter {
-            DELIMITER_RECORD | DELIMITER_FINAL => Ok(delimiter),
-            _ => Err(Error::Decrypt),
-        }
-    }
-}
-
-/// `salt (16) || rs (u32 big-endian) || idlen (0)`.
-fn header(salt: &[u8; 16], rs: u32) -> [u8; HEADER_SIZE] {
-    let mut header = [0u8; HEADER_SIZE];
-    header[..16].copy_from_slice(salt);
-    header[16..20].copy_from_slice(&rs.to_be_bytes());
-    header
+    body: BodyKeys,
 }
 
 /// Encrypts one body, part by part, in any order.
@@ -151,8 +62,10 @@ impl Encryptor {
     }
 
     fn build(key: &ContentKey, salt: [u8; 16], rs: u32) -> Self {
+        let body = BodyKeys::derive(key, &salt);
+        let aead = Aead::new(body.expose_cek());
         Self {
-            keys: Arc::new(RecordKeys::derive(key, &salt)),
+            keys: Arc::new(RecordKeys { aead, body }),
             salt,
             rs,
         }
@@ -170,7 +83,7 @@ impl Encryptor {
 
     /// The 21-byte header `salt || rs || 0x00` that starts part 0.
     pub fn header(&self) -> [u8; HEADER_SIZE] {
-        header(&self.salt, self.rs)
+        framing::header(&self.salt, self.rs)
     }
 
     /// Plaintext bytes in a full part: `RECORDS_PER_PART * (rs - 17)`.
@@ -190,60 +103,63 @@ impl Encryptor {
         plaintext: &[u8],
         is_last: bool,
     ) -> Result<Vec<u8>, Error> {
-        let per_part = self.plaintext_per_part();
-        let len = plaintext.len() as u64;
-        let length_ok = if is_last {
-            len <= per_part && (len > 0 || index == 0)
-        } else {
-            len == per_part
-        };
-        let first_seq = index.checked_mul(u64::from(RECORDS_PER_PART));
-        let seq_ok = first_seq.and_then(|seq| seq.checked_add(u64::from(RECORDS_PER_PART)));
-        let (true, Some(first_seq), Some(_)) = (length_ok, first_seq, seq_ok) else {
-            return Err(Error::InvalidPart);
-        };
-        let mut out = Vec::with_capacity(self.part_capacity(len, index == 0));
-        if index == 0 {
-            out.extend_from_slice(&self.header());
-        }
-        self.seal_records(first_seq, plaintext, is_last, &mut out);
-        Ok(out)
+        let plan = self.plan_part(index, plaintext.len(), is_last)?;
+        Ok(self.seal(&plan, plaintext))
     }
 
     /// Encrypts a whole plaintext into one body (header and every record).
     pub fn encrypt_body(&self, plaintext: &[u8]) -> Vec<u8> {
-        let capacity = body_size_for(plaintext.len() as u64, self.rs);
-        let mut out = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
-        out.extend_from_slice(&self.header());
-        self.seal_records(0, plaintext, true, &mut out);
+        self.seal(
+            &PartPlan::body(&self.salt, self.rs, plaintext.len()),
+            plaintext,
+        )
+    }
+
+    /// The records of part `index`, after the length and index checks of
+    /// [`Encryptor::encrypt_part`].
+    pub(crate) fn plan_part(
+        &self,
+        index: u64,
+        plaintext_len: usize,
+        is_last: bool,
+    ) -> Result<PartPlan, Error> {
+        PartPlan::part(&self.salt, self.rs, index, plaintext_len, is_last)
+    }
+
+    /// Seals the planned records: `AES-128-GCM[CEK, nonce](chunk || delimiter) || tag` each.
+    fn seal(&self, plan: &PartPlan, plaintext: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(plan.output_len().unwrap_or(0));
+        if let Some(header) = plan.header() {
+            out.extend_from_slice(header);
+        }
+        for record in plan.records(self.keys.body.nonces()) {
+            let start = out.len();
+            let sealed = record.sealed_range();
+            debug_assert_eq!(start, sealed.start);
+            out.extend_from_slice(&plaintext[record.chunk]);
+            out.push(record.delimiter);
+            let tag = self
+                .keys
+                .aead
+                .seal_in_place(&record.nonce, b"", &mut out[start..]);
+            out.extend_from_slice(&tag);
+            debug_assert_eq!(out.len(), sealed.end);
+        }
         out
     }
 
-    /// Output length of a part, used only to size its buffer.
-    fn part_capacity(&self, plaintext_len: u64, with_header: bool) -> usize {
-        let records = plaintext_len.div_ceil(record_plaintext(self.rs)).max(1);
-        let header = if with_header { HEADER_SIZE as u64 } else { 0 };
-        let len = plaintext_len + records * u64::from(RECORD_OVERHEAD) + header;
-        usize::try_from(len).unwrap_or(0)
+    /// The body's nonce base, for another engine sealing the same records.
+    #[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
+    pub(crate) fn nonces(&self) -> &framing::NonceBase {
+        self.keys.body.nonces()
     }
 
-    /// Seals `plaintext` as consecutive records starting at `first_seq`, the last of them
-    /// with the final delimiter if `is_last`. No padding is written.
-    fn seal_records(&self, first_seq: u64, plaintext: &[u8], is_last: bool, out: &mut Vec<u8>) {
-        let chunk_len = (self.rs - RECORD_OVERHEAD) as usize;
-        if plaintext.is_empty() {
-            self.keys.seal(first_seq, &[], DELIMITER_FINAL, out);
-            return;
-        }
-        let count = plaintext.len().div_ceil(chunk_len);
-        for (j, chunk) in plaintext.chunks(chunk_len).enumerate() {
-            let delimiter = if is_last && j + 1 == count {
-                DELIMITER_FINAL
-            } else {
-                DELIMITER_RECORD
-            };
-            self.keys.seal(first_seq + j as u64, chunk, delimiter, out);
-        }
+    /// The raw content-encryption key, only to import it into another AES-GCM engine (the
+    /// browser's WebCrypto). Whoever holds it can read the whole body: never log, store or
+    /// send it.
+    #[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
+    pub(crate) fn expose_cek(&self) -> &[u8; 16] {
+        self.keys.body.expose_cek()
     }
 }
 
@@ -284,46 +200,11 @@ pub fn decrypt(key: &impl AsRef<ContentKey>, body: &[u8]) -> Result<Vec<u8>, Err
 /// incomplete. Any failure is reported as [`Error::Decrypt`] and poisons the decryptor: every
 /// later call fails too.
 pub struct Decryptor {
-    state: State,
-    /// Header bytes, or the start of a record, carried over between pushes. Never more than
-    /// `rs - 1` bytes (or 21 + 255 for a header).
-    buf: Vec<u8>,
-}
-
-/// Where a [`Decryptor`] is in the body.
-enum State {
-    /// Collecting the header; the key is kept only until the salt is known.
-    Header(ContentKey),
-    /// Boxed: the key schedule is large, and boxing keeps it from being copied around.
-    Body(Box<Body>),
-    /// A failure was reported; every later call fails too.
-    Failed,
-}
-
-/// Position within the records of a body.
-struct Body {
-    keys: RecordKeys,
-    rs: usize,
-    seq: u64,
-    /// Whether the final (0x02) record has been opened; nothing may follow it.
-    ended: bool,
-}
-
-impl Body {
-    /// Opens the next record, enforcing the order rules: nothing after the final record, and
-    /// a record shorter than `rs` must be the final one.
-    fn open_next(&mut self, record: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-        if self.ended {
-            return Err(Error::Decrypt);
-        }
-        let delimiter = self.keys.open(self.seq, record, out)?;
-        if delimiter == DELIMITER_RECORD && record.len() != self.rs {
-            return Err(Error::Decrypt);
-        }
-        self.ended = delimiter == DELIMITER_FINAL;
-        self.seq = self.seq.checked_add(1).ok_or(Error::Decrypt)?;
-        Ok(())
-    }
+    /// Header, record splitting and order rules.
+    reader: RecordReader,
+    /// Keyed once the header is known. Boxed: the key schedule is large, and boxing keeps it
+    /// from being copied around.
+    aead: Option<Box<Aead>>,
 }
 
 impl Decryptor {
@@ -331,8 +212,8 @@ impl Decryptor {
     /// [`crate::FileKeys`] holding one).
     pub fn new(key: &impl AsRef<ContentKey>) -> Self {
         Self {
-            state: State::Header(key.as_ref().clone()),
-            buf: Vec::new(),
+            reader: RecordReader::new(key.as_ref().clone()),
+            aead: None,
         }
     }
 
@@ -342,56 +223,46 @@ impl Decryptor {
     pub fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, Error> {
         let result = self.push_inner(input);
         if result.is_err() {
-            self.state = State::Failed;
-            self.buf = Vec::new();
+            self.fail();
         }
         result
     }
 
-    fn push_inner(&mut self, mut input: &[u8]) -> Result<Vec<u8>, Error> {
-        let mut out = Vec::new();
-        if let State::Header(key) = &self.state {
-            let Some((salt, rs)) = take_header(&mut self.buf, &mut input)? else {
-                return Ok(out);
-            };
-            self.state = State::Body(Box::new(Body {
-                keys: RecordKeys::derive(key, &salt),
-                rs,
-                seq: 0,
-                ended: false,
-            }));
-            self.buf.clear();
+    fn push_inner(&mut self, input: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut batch = self.reader.push(input)?;
+        if let Some(cek) = batch.take_cek() {
+            self.aead = Some(Box::new(Aead::new(&cek)));
         }
-        let State::Body(body) = &mut self.state else {
-            return Err(Error::Decrypt);
-        };
-        let rs = body.rs;
-        // First complete a record begun by an earlier push.
-        if !self.buf.is_empty() {
-            let take = (rs - self.buf.len()).min(input.len());
-            self.buf.extend_from_slice(&input[..take]);
-            input = &input[take..];
-            if self.buf.len() < rs {
-                return Ok(out);
-            }
-            body.open_next(&self.buf, &mut out)?;
-            self.buf.clear();
+        self.open(&batch)
+    }
+
+    /// Opens the batch's records in order and returns their content.
+    fn open(&mut self, batch: &Batch<'_>) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(batch.sealed_len());
+        if batch.is_empty() {
+            return Ok(out);
         }
-        // Then whole records straight from the input, without another copy.
-        out.reserve(input.len());
-        while input.len() >= rs {
-            let (record, rest) = input.split_at(rs);
-            body.open_next(record, &mut out)?;
-            input = rest;
-        }
-        // Keep the start of the next record, unless the body has already ended.
-        if !input.is_empty() {
-            if body.ended {
-                return Err(Error::Decrypt);
-            }
-            self.buf.extend_from_slice(input);
+        let aead = self.aead.as_deref().ok_or(Error::Decrypt)?;
+        for record in batch.records() {
+            let tag_at = record
+                .bytes
+                .len()
+                .checked_sub(TAG_LEN)
+                .ok_or(Error::Decrypt)?;
+            let (ciphertext, tag) = record.bytes.split_at(tag_at);
+            let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Decrypt)?;
+            let start = out.len();
+            out.extend_from_slice(ciphertext);
+            aead.open_in_place(&record.nonce, b"", &mut out[start..], tag)?;
+            let content_len = self.reader.accept(&record, &out[start..])?;
+            out.truncate(start + content_len);
         }
         Ok(out)
+    }
+
+    fn fail(&mut self) {
+        self.reader.fail();
+        self.aead = None;
     }
 
     /// Ends the stream: opens the buffered final record, if any, and returns its plaintext.
@@ -400,57 +271,17 @@ impl Decryptor {
     /// nothing follows it. Mandatory: see the type's documentation.
     #[must_use = "finish() returns the final record's plaintext and reports truncation"]
     pub fn finish(mut self) -> Result<Vec<u8>, Error> {
-        let State::Body(body) = &mut self.state else {
-            return Err(Error::Decrypt);
-        };
-        let mut out = Vec::new();
-        if !self.buf.is_empty() {
-            // Shorter than rs, so open_next requires the final delimiter.
-            body.open_next(&self.buf, &mut out)?;
-        }
-        if body.ended {
-            Ok(out)
-        } else {
-            Err(Error::Decrypt)
-        }
+        let batch = self.reader.end()?;
+        let out = self.open(&batch)?;
+        self.reader.check_complete()?;
+        Ok(out)
     }
 }
 
 impl fmt::Debug for Decryptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match &self.state {
-            State::Header(_) => "header",
-            State::Body(body) if body.ended => "ended",
-            State::Body(_) => "records",
-            State::Failed => "failed",
-        };
         f.debug_struct("Decryptor")
-            .field("state", &state)
+            .field("state", &self.reader.state())
             .finish_non_exhaustive()
     }
-}
-
-/// Moves header bytes from `input` into `buf` and returns `(salt, rs)` once the whole header,
-/// keyid included, is there. An out-of-range `rs` is rejected as soon as it is known.
-fn take_header(buf: &mut Vec<u8>, input: &mut &[u8]) -> Result<Option<([u8; 16], usize)>, Error> {
-    let mut take_until = |buf: &mut Vec<u8>, len: usize| {
-        let take = len.saturating_sub(buf.len()).min(input.len());
-        buf.extend_from_slice(&input[..take]);
-        *input = &input[take..];
-        buf.len() >= len
-    };
-    if !take_until(buf, HEADER_SIZE) {
-        return Ok(None);
-    }
-    let rs = u32::from_be_bytes([buf[16], buf[17], buf[18], buf[19]]);
-    if !(MIN_RECORD_SIZE..=MAX_RECORD_SIZE).contains(&rs) {
-        return Err(Error::Decrypt);
-    }
-    let idlen = usize::from(buf[20]);
-    if !take_until(buf, HEADER_SIZE + idlen) {
-        return Ok(None);
-    }
-    let mut salt = [0u8; 16];
-    salt.copy_from_slice(&buf[..16]);
-    Ok(Some((salt, rs as usize)))
 }

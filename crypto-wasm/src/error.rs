@@ -48,4 +48,11 @@ pub enum Error {
     /// Part layout sizes that cannot describe a body (a zero part size, for instance).
     #[error("invalid part layout")]
     InvalidLayout,
+
+    /// The browser's WebCrypto is unavailable (no `crypto.subtle`: the page is not a secure
+    /// context) or refused to import a key or encrypt. Only the `webcrypto` feature produces
+    /// it; its decryptor reports every failure as [`Error::Decrypt`].
+    #[cfg(feature = "webcrypto")]
+    #[error("WebCrypto is unavailable or failed")]
+    WebCrypto,
 }

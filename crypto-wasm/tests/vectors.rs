@@ -1,6 +1,7 @@
 //! Runs the committed test vectors of `tests/vectors/`: natively from the directory, in the
-//! browser from a compiled-in list that a native test keeps equal to the directory. Natively it
-//! also checks that the files are exactly what `support/generate.rs` produces.
+//! browser from a compiled-in list that a native test keeps equal to the directory, and there,
+//! with the `webcrypto` feature, the `ok_*` and `fail_*` bodies through the WebCrypto engine
+//! too. Natively it also checks that the files are exactly what `support/generate.rs` produces.
 
 use crypto_wasm::{ContentKey, Decryptor, Encryptor, Error, FileKeys, KdfParams, Metadata, Secret};
 
@@ -132,24 +133,54 @@ fn check_reencrypt(name: &str, key: &ContentKey, plaintext: &[u8], body: &[u8]) 
     assert_eq!(parts.concat(), body, "{name}: re-encryption part by part");
 }
 
-fn check_content(case: &Case<'_>) {
-    let key = ContentKey::from_ikm(&case.hex("ikm")).unwrap();
-    let body = case.hex("body");
-    if case.name.starts_with("ok_") {
-        let plaintext = case.hex("plaintext");
-        check_decrypt(case.name, &key, &body, &Ok(plaintext.clone()));
-        match case.str("canonical") {
-            "yes" => check_reencrypt(case.name, &key, &plaintext, &body),
-            "no" => {}
-            other => panic!("{}: canonical must be yes or no, not {other}", case.name),
+/// What an `ok_*` or `fail_*` vector promises: its key, its body, the result of decrypting it
+/// and whether the body is what a BitStratus writer produces.
+struct ContentCase {
+    key: ContentKey,
+    body: Vec<u8>,
+    expected: Result<Vec<u8>, Error>,
+    canonical: bool,
+}
+
+impl ContentCase {
+    fn parse(case: &Case<'_>) -> Self {
+        let key = ContentKey::from_ikm(&case.hex("ikm")).unwrap();
+        let body = case.hex("body");
+        if case.name.starts_with("ok_") {
+            let canonical = match case.str("canonical") {
+                "yes" => true,
+                "no" => false,
+                other => panic!("{}: canonical must be yes or no, not {other}", case.name),
+            };
+            let expected = Ok(case.hex("plaintext"));
+            Self {
+                key,
+                body,
+                expected,
+                canonical,
+            }
+        } else {
+            assert!(
+                case.get("plaintext").is_none(),
+                "{}: has a plaintext",
+                case.name
+            );
+            let expected = Err(Error::Decrypt);
+            Self {
+                key,
+                body,
+                expected,
+                canonical: false,
+            }
         }
-    } else {
-        assert!(
-            case.get("plaintext").is_none(),
-            "{}: has a plaintext",
-            case.name
-        );
-        check_decrypt(case.name, &key, &body, &Err(Error::Decrypt));
+    }
+}
+
+fn check_content(case: &Case<'_>) {
+    let content = ContentCase::parse(case);
+    check_decrypt(case.name, &content.key, &content.body, &content.expected);
+    if let (true, Ok(plaintext)) = (content.canonical, &content.expected) {
+        check_reencrypt(case.name, &content.key, plaintext, &content.body);
     }
 }
 
@@ -238,6 +269,82 @@ fn run_case(name: &str, text: &str) {
 fn vectors_pass_in_browser() {
     for (name, text) in CASES {
         run_case(name, text);
+    }
+}
+
+/// The same `ok_*` and `fail_*` cases through the WebCrypto engine: every body decrypts (or
+/// fails) exactly as with the synchronous decryptor, and every canonical body is exactly what
+/// the WebCrypto encryptor writes.
+#[cfg(all(target_arch = "wasm32", feature = "webcrypto"))]
+mod webcrypto {
+    use crypto_wasm::webcrypto::{WebCryptoDecryptor, WebCryptoEncryptor};
+    use crypto_wasm::{ContentKey, Encryptor, Error};
+
+    use super::{CASES, Case, ContentCase};
+
+    /// Pushes `body` in `chunk`-byte pieces through WebCrypto, then finishes.
+    async fn decrypt_chunked(
+        key: &ContentKey,
+        body: &[u8],
+        chunk: usize,
+    ) -> Result<Vec<u8>, Error> {
+        let mut decryptor = WebCryptoDecryptor::new(key).unwrap();
+        let mut plaintext = Vec::new();
+        for piece in body.chunks(chunk.max(1)) {
+            plaintext.extend(decryptor.push(piece).await?);
+        }
+        plaintext.extend(decryptor.finish().await?);
+        Ok(plaintext)
+    }
+
+    /// Part by part, in reverse order, like `check_reencrypt`.
+    async fn reencrypt(key: &ContentKey, plaintext: &[u8], body: &[u8]) -> Vec<u8> {
+        let salt: [u8; 16] = body[..16].try_into().unwrap();
+        let rs = u32::from_be_bytes(body[16..20].try_into().unwrap());
+        let encryptor = Encryptor::with_salt_and_rs(key, salt, rs).unwrap();
+        let encryptor = WebCryptoEncryptor::new(&encryptor).await.unwrap();
+        let per_part = usize::try_from(encryptor.encryptor().plaintext_per_part()).unwrap();
+        let pieces: Vec<&[u8]> = if plaintext.is_empty() {
+            vec![plaintext]
+        } else {
+            plaintext.chunks(per_part).collect()
+        };
+        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); pieces.len()];
+        for (index, piece) in pieces.iter().enumerate().rev() {
+            let is_last = index + 1 == pieces.len();
+            parts[index] = encryptor
+                .encrypt_part(index as u64, piece, is_last)
+                .await
+                .unwrap();
+        }
+        parts.concat()
+    }
+
+    #[wasm_bindgen_test::wasm_bindgen_test]
+    async fn vectors_pass_through_webcrypto() {
+        let mut checked = 0;
+        for (name, text) in CASES {
+            if !(name.starts_with("ok_") || name.starts_with("fail_")) {
+                continue;
+            }
+            let case = Case::parse(name, text);
+            let content = ContentCase::parse(&case);
+            for chunk in [content.body.len(), 1, 17, 21, 64, 1000] {
+                assert_eq!(
+                    decrypt_chunked(&content.key, &content.body, chunk).await,
+                    content.expected,
+                    "{name}: WebCrypto, pushed in {chunk}-byte chunks"
+                );
+            }
+            if let (true, Ok(plaintext)) = (content.canonical, &content.expected) {
+                assert!(
+                    reencrypt(&content.key, plaintext, &content.body).await == content.body,
+                    "{name}: WebCrypto re-encryption part by part"
+                );
+            }
+            checked += 1;
+        }
+        assert!(checked >= 20, "only {checked} content vectors");
     }
 }
 
