@@ -315,6 +315,14 @@ fn select_all(ev: web_sys::FocusEvent) {
 }
 
 /// Encrypts and uploads one file; returns its links or a message for the user.
+/// SHA-256 (hex) of `plaintext` on the page's own thread: the fallback without workers.
+fn hash_in_page(plaintext: &js_sys::ArrayBuffer) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(
+        js_sys::Uint8Array::new(plaintext).to_vec(),
+    ))
+}
+
 /// Encrypts one part on the page's own thread: the fallback when workers cannot start.
 fn seal_in_page(
     encryptor: &crypto_wasm::Encryptor,
@@ -384,11 +392,45 @@ async fn upload_file(
     } else {
         "Encrypting and uploading"
     };
+    let per_part = crypto_wasm::plaintext_per_part();
+    if resuming {
+        // The parts already stored came from the file as it was then: if it changed since,
+        // resuming would mix two versions. Every part of an attempt had its plaintext hash
+        // recorded before it was sent, so compare them all.
+        state.set(working("Checking the file against the earlier attempt", 0));
+        let record = plan
+            .record
+            .as_ref()
+            .map(|r| r.borrow().plaintext_sha256.clone())
+            .unwrap_or_default();
+        let mut checks = futures::stream::iter(plan.stored.iter().copied())
+            .map(|n| {
+                let earlier = record.get(&n).cloned();
+                async move {
+                    let start = n * per_part;
+                    let plaintext =
+                        util::read_slice(file, start, (start + per_part).min(size)).await?;
+                    let now = match pool {
+                        Some(pool) => pool.hash(plaintext).await?,
+                        None => hash_in_page(&plaintext),
+                    };
+                    Ok::<bool, String>(earlier.as_deref() == Some(now.as_str()))
+                }
+            })
+            .buffer_unordered(PARTS_IN_FLIGHT);
+        while let Some(same) = checks.next().await {
+            if !same? {
+                drop(checks);
+                resume::forget(file);
+                let _ = api::delete(&plan.id, &plan.owner_token).await;
+                return Err(CHANGED.to_owned());
+            }
+        }
+    }
     state.set(working(phase, plan.stored_bytes));
 
     let ikm = plan.keys.content_key().expose_ikm();
     let salt = *plan.encryptor.salt();
-    let per_part = crypto_wasm::plaintext_per_part();
     let count = crypto_wasm::Layout::for_plaintext_len(size).part_count();
     let sent = Cell::new(plan.stored_bytes);
     let missing = (0..count).filter(|n| !plan.stored.contains(n));

@@ -30,7 +30,7 @@ pub(crate) struct SealedPart {
     pub(crate) plaintext_sha256_hex: String,
 }
 
-type Pending = Rc<RefCell<HashMap<u32, oneshot::Sender<Result<SealedPart, String>>>>>;
+type Pending = Rc<RefCell<HashMap<u32, oneshot::Sender<Result<JsValue, String>>>>>;
 
 /// A pool of started, ready crypto workers. Dropping it terminates them.
 #[derive(Clone)]
@@ -108,24 +108,48 @@ impl Pool {
         last: bool,
         plaintext: ArrayBuffer,
     ) -> Result<SealedPart, String> {
-        let inner = &self.inner;
-        let job = inner.next_job.get();
-        inner.next_job.set(job.wrapping_add(1));
-        let (tx, rx) = oneshot::channel();
-        inner.pending.borrow_mut().insert(job, tx);
-
         let request = Object::new();
-        set(&request, "job", &JsValue::from(job));
         set(&request, "op", &JsValue::from_str("encrypt"));
         set(&request, "ikm", &Uint8Array::from(ikm));
         set(&request, "salt", &Uint8Array::from(&salt[..]));
         set(&request, "part", &JsValue::from_f64(part as f64));
         set(&request, "last", &JsValue::from_bool(last));
         set(&request, "data", &plaintext);
+        let reply = self.call(request, &plaintext).await?;
+        match get(&reply, "data").dyn_into::<ArrayBuffer>() {
+            Ok(buffer) => Ok(SealedPart {
+                ciphertext: Uint8Array::new(&buffer),
+                sha256_hex: get(&reply, "sha256").as_string().unwrap_or_default(),
+                plaintext_sha256_hex: get(&reply, "plain_sha256").as_string().unwrap_or_default(),
+            }),
+            Err(_) => Err("the crypto worker sent no data".into()),
+        }
+    }
+
+    /// SHA-256 (lowercase hex) of `plaintext`, computed in a worker; `plaintext` is transferred.
+    pub(crate) async fn hash(&self, plaintext: ArrayBuffer) -> Result<String, String> {
+        let request = Object::new();
+        set(&request, "op", &JsValue::from_str("hash"));
+        set(&request, "data", &plaintext);
+        let reply = self.call(request, &plaintext).await?;
+        get(&reply, "plain_sha256")
+            .as_string()
+            .ok_or_else(|| "the crypto worker sent no hash".to_owned())
+    }
+
+    /// Sends `request` (with `transfer` moved, not copied) to the next worker and waits for
+    /// its answer.
+    async fn call(&self, request: Object, transfer: &ArrayBuffer) -> Result<JsValue, String> {
+        let inner = &self.inner;
+        let job = inner.next_job.get();
+        inner.next_job.set(job.wrapping_add(1));
+        let (tx, rx) = oneshot::channel();
+        inner.pending.borrow_mut().insert(job, tx);
+        set(&request, "job", &JsValue::from(job));
         let index = inner.next_worker.get();
         inner.next_worker.set((index + 1) % inner.workers.len());
         if inner.workers[index]
-            .post_message_with_transfer(&request, &Array::of1(&plaintext))
+            .post_message_with_transfer(&request, &Array::of1(transfer))
             .is_err()
         {
             inner.pending.borrow_mut().remove(&job);
@@ -156,16 +180,7 @@ fn handler(ready: oneshot::Sender<()>, pending: Pending) -> Closure<dyn FnMut(Me
         };
         let reply = match get(&data, "error").as_string() {
             Some(error) => Err(format!("encryption failed: {error}")),
-            None => match get(&data, "data").dyn_into::<ArrayBuffer>() {
-                Ok(buffer) => Ok(SealedPart {
-                    ciphertext: Uint8Array::new(&buffer),
-                    sha256_hex: get(&data, "sha256").as_string().unwrap_or_default(),
-                    plaintext_sha256_hex: get(&data, "plain_sha256")
-                        .as_string()
-                        .unwrap_or_default(),
-                }),
-                Err(_) => Err("the crypto worker sent no data".into()),
-            },
+            None => Ok(data),
         };
         let _ = tx.send(reply);
     })

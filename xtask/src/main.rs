@@ -6,12 +6,15 @@
 //!   its driver, the s3s-fs S3 server, the end-to-end test's npm packages), then run fmt,
 //!   clippy (native and wasm32), docs, the native and in-browser unit tests, and the
 //!   end-to-end tests in headless Chromium.
+//! - `bench NAME` (`server-ingest`, `browser-upload`, `browser-download` or `all`): build what
+//!   the benchmark needs in release mode, run it, and print its one result line
+//!   (`NAME: ratio=R side=value ...`). Benchmarks report speed; nothing asserts it.
 //!
 //! It uses only the standard library so that it builds in seconds on a fresh machine.
 
 use std::env;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::Instant;
 
 /// The wasm-bindgen CLI must match the `wasm-bindgen` crate pinned in the root `Cargo.toml`.
@@ -23,6 +26,12 @@ const S3S_FS_VERSION: &str = "0.14.1";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// What `cargo xtask bench` runs; `all` runs them in this order.
+const BENCHES: [&str; 3] = ["server-ingest", "browser-upload", "browser-download"];
+/// The browser benchmarks' script. Its name must not look like a test to `node --test`.
+const BROWSER_BENCH: &str = "e2e/bench/browser.mjs";
+const USAGE: &str = "usage: cargo xtask run [server flags...] | cargo xtask test | \
+cargo xtask bench server-ingest|browser-upload|browser-download|all";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -31,7 +40,8 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("run") => run(&args[1..]),
         Some("test") => test(),
-        _ => Err("usage: cargo xtask run [server flags...] | cargo xtask test".to_owned()),
+        Some("bench") if args.len() == 2 => bench(&args[1]),
+        _ => Err(USAGE.to_owned()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,6 +131,7 @@ fn test() -> Result {
             "-p",
             "app",
             "--all-targets",
+            "--all-features",
             "--target",
             WASM_TARGET,
             "--",
@@ -142,7 +153,16 @@ fn test() -> Result {
     })?;
     step("crypto tests in headless Chromium (wasm32)", || {
         Command::new("cargo")
-            .args(["test", "-p", "crypto-wasm", "--target", WASM_TARGET])
+            // With the WebCrypto engine: its tests compare it with the wasm engine byte for byte.
+            .args([
+                "test",
+                "-p",
+                "crypto-wasm",
+                "--target",
+                WASM_TARGET,
+                "--features",
+                "webcrypto",
+            ])
             .env("CHROMEDRIVER", CHROMEDRIVER)
             .current_dir(root())
             .status()
@@ -172,6 +192,87 @@ fn test() -> Result {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Builds what the benchmark `name` (or `all`) needs, runs it, and prints its result line;
+/// `all` repeats every result line together at the end.
+fn bench(name: &str) -> Result {
+    let names: Vec<&str> = match name {
+        "all" => BENCHES.to_vec(),
+        name if BENCHES.contains(&name) => vec![name],
+        _ => return Err(USAGE.to_owned()),
+    };
+    if names.iter().any(|n| n.starts_with("browser-")) {
+        ensure_build_tools()?;
+        ensure_browser()?;
+        ensure_e2e_packages()?;
+        build_app()?;
+        step("build the release server", || {
+            cargo(&[
+                "build",
+                "--release",
+                "-p",
+                "backend",
+                "--bin",
+                "bitstratus-server",
+            ])
+        })?;
+    }
+    let mut results = Vec::new();
+    for name in names {
+        step(&format!("benchmark {name}"), || {
+            results.push(run_bench(name)?);
+            Ok(())
+        })?;
+    }
+    if results.len() > 1 {
+        println!("\nxtask: benchmark results");
+        for line in &results {
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// Runs one benchmark (building it first if cargo does); its progress goes to stderr as it
+/// comes, its standard output is echoed, and its `NAME: ratio=...` line is returned.
+fn run_bench(name: &str) -> Result<String> {
+    let mut command = if name == "server-ingest" {
+        let mut c = Command::new("cargo");
+        c.args(["bench", "-p", "backend", "--bench", "server_ingest"]);
+        c
+    } else {
+        let mut c = Command::new("node");
+        c.arg(BROWSER_BENCH)
+            .arg(name.trim_start_matches("browser-"))
+            .env(
+                "BITSTRATUS_SERVER",
+                target_dir().join("release/bitstratus-server"),
+            )
+            .env("BITSTRATUS_STATIC_DIR", root().join("app/dist"))
+            .env("CHROMIUM", CHROMIUM);
+        c
+    };
+    let out = command
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start the benchmark: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    check(out.status, name)?;
+    result_line(&stdout, name)
+        .map(str::to_owned)
+        .ok_or_else(|| format!("{name} printed no `{name}: ratio=...` line"))
+}
+
+/// The one `NAME: ratio=...` line in a benchmark's output.
+fn result_line<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
+    stdout.lines().find(|l| {
+        l.strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with(": ratio="))
+    })
 }
 
 /// Builds the web app into `app/dist` with Trunk (release: the crypto must be fast).
@@ -316,7 +417,64 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::same_packages;
+    use std::path::Path;
+
+    use super::{BROWSER_BENCH, result_line, root, same_packages};
+
+    /// Whether `node --test DIR` would run a file of this name, found under DIR (node 20-22:
+    /// `test.*`, `test-*.*`, `*.test.*`, `*-test.*`, `*_test.*` with a js/cjs/mjs extension, and
+    /// any such file in a directory called `test`).
+    fn node_would_run(relative_path: &Path) -> bool {
+        let is_js = relative_path
+            .extension()
+            .is_some_and(|e| e == "js" || e == "mjs" || e == "cjs");
+        let in_test_dir = relative_path
+            .parent()
+            .is_some_and(|p| p.components().any(|c| c.as_os_str() == "test"));
+        let stem = relative_path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        is_js
+            && (in_test_dir
+                || stem == "test"
+                || stem.starts_with("test-")
+                || [".test", "-test", "_test"]
+                    .iter()
+                    .any(|s| stem.ends_with(s)))
+    }
+
+    #[test]
+    fn benchmarks_are_not_picked_up_as_end_to_end_tests() {
+        assert!(node_would_run(Path::new("share.test.mjs")));
+        assert!(node_would_run(Path::new("bench/test-upload.mjs")));
+        assert!(node_would_run(Path::new("test/anything.mjs")));
+        assert!(!node_would_run(Path::new("harness.mjs")));
+        let bench_dir = root().join(BROWSER_BENCH);
+        let bench_dir = bench_dir.parent().unwrap();
+        let mut seen = 0;
+        for entry in std::fs::read_dir(bench_dir).unwrap() {
+            let path = entry.unwrap().path();
+            let relative = path.strip_prefix(root().join("e2e")).unwrap();
+            assert!(
+                !node_would_run(relative),
+                "`node --test e2e/` would run the benchmark {}: rename it",
+                relative.display()
+            );
+            seen += 1;
+        }
+        assert!(seen > 0, "no benchmark script in {}", bench_dir.display());
+    }
+
+    #[test]
+    fn result_line_is_found_among_other_output() {
+        let out = "warming up\nserver-ingest: ratio=0.9 api_MBps=1 direct_MBps=2\n";
+        assert_eq!(
+            result_line(out, "server-ingest"),
+            Some("server-ingest: ratio=0.9 api_MBps=1 direct_MBps=2")
+        );
+        assert_eq!(result_line(out, "browser-upload"), None);
+    }
 
     #[test]
     fn changed_lockfile_means_reinstall() {

@@ -1,0 +1,254 @@
+// Browser benchmarks: `cargo xtask bench browser-upload | browser-download`, which builds the
+// release server and app and runs `node e2e/bench/browser.mjs upload|download` with
+// BITSTRATUS_SERVER, BITSTRATUS_STATIC_DIR and CHROMIUM set.
+//
+// Not a test: the file name must not match node's test-file patterns (`*.test.mjs`,
+// `*-test.mjs`, `*_test.mjs`, `test-*.mjs`, `test.mjs`, anything under a `test/` directory), so
+// `node --test e2e/` (`cargo xtask test`) never runs it; xtask has a unit test for that.
+//
+// Each run measures both sides in one tab of the same browser against the same server, timed in
+// the page, and prints one line on stdout (progress goes to stderr). MB is 10^6 bytes of the
+// file (plaintext) for both sides; `in_flight` is the parts in flight on both sides, the app's.
+//
+//   browser-upload: ratio=<encrypted/plain> encrypted_MBps=.. plain_MBps=.. bytes=.. parts=.. in_flight=4
+//   browser-download: ratio=<encrypted/plain> encrypted_MBps=.. plain_MBps=.. bytes=.. parts=.. in_flight=1
+//
+// upload: the real UI uploads a file (from clicking #upload to the share link appearing) vs the
+// same page PUTting the same bytes, read from the same file through a `File`, unencrypted (but
+// hashed, as the API requires), in parts of the same plaintext size with the same parallelism
+// (create, parts, complete).
+// download: the real UI downloads and decrypts it (from clicking #download to #saved) vs the same
+// tab fetching the same number of bytes of a plain upload into memory (ticket, parts).
+//
+// The tab is one Playwright does not instrument (see tab.mjs): under Playwright, Chromium copies
+// every uploaded body to the DevTools client, which would make both sides measure that instead.
+//
+// BITSTRATUS_BENCH_BYTES sets the file size (`268435456`, `256MiB`, `1GiB`; default 256 MiB).
+// The in-page download path holds the whole file in memory, so 1 GiB may not fit in one tab.
+
+import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { launchBrowser, startServer } from "../harness.mjs";
+import { openTab } from "./tab.mjs";
+
+const MiB = 1024 * 1024;
+const DEFAULT_BYTES = 256 * MiB;
+/** Plaintext bytes per part in the app: `64 * (65536 - 17)` (crypto-wasm/src/layout.rs). */
+const PLAINTEXT_PER_PART = 64 * (65536 - 17);
+/** Parts the app keeps in flight: `PARTS_IN_FLIGHT` in app/src/upload.rs. */
+const APP_UPLOAD_IN_FLIGHT = 4;
+/** The app downloads part after part (app/src/download.rs, and app/sw.js when it streams). */
+const APP_DOWNLOAD_IN_FLIGHT = 1;
+
+function benchBytes() {
+  const raw = process.env.BITSTRATUS_BENCH_BYTES;
+  if (!raw) return DEFAULT_BYTES;
+  const match = /^\s*(\d+)\s*(b|kib|mib|gib|kb|mb|gb|k|m|g)?\s*$/i.exec(raw);
+  const units = { b: 1, k: 1024, kib: 1024, m: MiB, mib: MiB, g: 1024 * MiB, gib: 1024 * MiB, kb: 1e3, mb: 1e6, gb: 1e9 };
+  const bytes = match && Number(match[1]) * units[(match[2] ?? "b").toLowerCase()];
+  if (!bytes || !Number.isSafeInteger(bytes)) throw new Error(`BITSTRATUS_BENCH_BYTES=${raw}: expected a size such as 268435456, 256MiB or 1GiB`);
+  return bytes;
+}
+
+const log = (message) => console.error(`bench: ${message}`);
+
+/** A temporary file of `size` random bytes, written in chunks (never all in memory). */
+function randomFile(size) {
+  const dir = mkdtempSync(join(tmpdir(), "bitstratus-bench-"));
+  const path = join(dir, "bench.bin");
+  const fd = openSync(path, "w");
+  for (let written = 0; written < size; ) {
+    const chunk = randomBytes(Math.min(16 * MiB, size - written));
+    writeSync(fd, chunk);
+    written += chunk.length;
+  }
+  closeSync(fd);
+  return { dir, path };
+}
+
+/** In the page: clicks #upload and times it until the share link (or an error) appears. */
+async function uiUploadInPage(_, { waitFor }) {
+  const started = performance.now();
+  document.querySelector("#upload").click();
+  await waitFor(".share-link, .job .error");
+  const ms = performance.now() - started;
+  const error = document.querySelector(".job .error");
+  if (error) throw new Error(`the UI upload failed: ${error.textContent}`);
+  return { ms, share: document.querySelector(".share-link").value };
+}
+
+/** Uploads the file through the real UI; returns the time and the share link. */
+async function uiUpload(tab, path) {
+  await tab.setInputFiles("#file-input", path);
+  await tab.waitFor(".job");
+  return tab.evaluate(uiUploadInPage);
+}
+
+/**
+ * In the page: uploads the file picked in `#bench-file` as it is (no encryption) through the
+ * API with dummy metadata and auth token of the right shapes, `inFlight` parts at a time, each
+ * with the real SHA-256 the server checks (Web Crypto). Returns the time and what a
+ * downloader needs.
+ */
+async function plainUploadInPage({ partSize, inFlight }) {
+  const file = document.querySelector("#bench-file").files[0];
+  const api = `${location.origin}/api/v1`;
+  const b64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  const hex = (buffer) => Array.from(new Uint8Array(buffer), (b) => b.toString(16).padStart(2, "0")).join("");
+  const ok = async (response, what) => {
+    if (!response.ok) throw new Error(`${what}: HTTP ${response.status} ${await response.text()}`);
+    return response;
+  };
+  const auth = b64url(crypto.getRandomValues(new Uint8Array(32)));
+  const metadata = b64url(crypto.getRandomValues(new Uint8Array(64)));
+  const started = performance.now();
+  const create = {
+    metadata,
+    auth_token: auth,
+    kdf: null,
+    size: file.size,
+    first_part_size: partSize,
+    part_size: partSize,
+    expires_in: 3600,
+    download_limit: null,
+  };
+  const created = await (
+    await ok(
+      await fetch(`${api}/files`, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(create) }),
+      "create",
+    )
+  ).json();
+  const owner = { Authorization: `Bearer ${created.owner_token}` };
+  let next = 0;
+  const worker = async () => {
+    while (next < created.part_count) {
+      const n = next++;
+      const bytes = await file.slice(n * partSize, Math.min(file.size, (n + 1) * partSize)).arrayBuffer();
+      const sha256 = hex(await crypto.subtle.digest("SHA-256", bytes));
+      const response = await fetch(`${api}/files/${created.id}/parts/${n}`, {
+        method: "PUT",
+        headers: { ...owner, "X-Content-SHA256": sha256, "Content-Type": "application/octet-stream" },
+        body: bytes,
+      });
+      await (await ok(response, `part ${n}`)).arrayBuffer();
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  await ok(await fetch(`${api}/files/${created.id}/complete`, { method: "POST", headers: owner }), "complete");
+  return { ms: performance.now() - started, id: created.id, auth, partCount: created.part_count };
+}
+
+/** Picks `path` in a hidden `<input type=file id=bench-file>` added to the page. */
+async function pickBenchFile(tab, path) {
+  await tab.evaluate(() => {
+    const input = document.createElement("input");
+    input.type = "file";
+    input.id = "bench-file";
+    input.hidden = true;
+    document.body.append(input);
+  });
+  await tab.setInputFiles("#bench-file", path);
+}
+
+/** In the page: clicks #download and times it until #saved (or an error) appears. */
+async function uiDownloadInPage(_, { waitFor }) {
+  const started = performance.now();
+  document.querySelector("#download").click();
+  await waitFor("#saved, .error");
+  const ms = performance.now() - started;
+  const error = document.querySelector(".error");
+  if (error) throw new Error(`the UI download failed: ${error.textContent}`);
+  return { ms };
+}
+
+/**
+ * In the page: takes a download ticket for a plain upload and fetches every part into memory,
+ * `inFlight` at a time. Returns the time and the number of bytes received.
+ */
+async function plainDownloadInPage({ id, auth, partCount, inFlight }) {
+  const api = `${location.origin}/api/v1`;
+  const started = performance.now();
+  const ticketed = await fetch(`${api}/files/${id}/downloads`, { method: "POST", headers: { Authorization: `Bearer ${auth}` } });
+  if (!ticketed.ok) throw new Error(`downloads: HTTP ${ticketed.status}`);
+  const { ticket } = await ticketed.json();
+  const parts = new Array(partCount);
+  let next = 0;
+  const worker = async () => {
+    while (next < partCount) {
+      const n = next++;
+      const response = await fetch(`${api}/files/${id}/parts/${n}`, { headers: { Authorization: `Bearer ${ticket}` } });
+      if (!response.ok) throw new Error(`part ${n}: HTTP ${response.status}`);
+      parts[n] = await response.arrayBuffer();
+    }
+  };
+  await Promise.all(Array.from({ length: inFlight }, worker));
+  const ms = performance.now() - started;
+  // Kept until the page goes, as the app keeps what it downloaded.
+  window.benchParts = parts;
+  return { ms, received: parts.reduce((sum, part) => sum + part.byteLength, 0) };
+}
+
+async function benchUpload(tab, origin, path, size) {
+  log(`upload: through the UI (encrypting), ${size} bytes`);
+  const ui = await uiUpload(tab, path);
+  log(`upload: UI took ${(ui.ms / 1000).toFixed(2)} s; now plain through the API`);
+  await pickBenchFile(tab, path);
+  const plain = await tab.evaluate(plainUploadInPage, { partSize: PLAINTEXT_PER_PART, inFlight: APP_UPLOAD_IN_FLIGHT });
+  log(`upload: plain took ${(plain.ms / 1000).toFixed(2)} s`);
+  return { encryptedMs: ui.ms, plainMs: plain.ms, parts: plain.partCount, inFlight: APP_UPLOAD_IN_FLIGHT };
+}
+
+async function benchDownload(tab, origin, path, size) {
+  // Untimed set-up: the same file uploaded once through the UI and once plain.
+  log(`download: set-up uploads of ${size} bytes (untimed)`);
+  const { share } = await uiUpload(tab, path);
+  await pickBenchFile(tab, path);
+  const upload = await tab.evaluate(plainUploadInPage, { partSize: PLAINTEXT_PER_PART, inFlight: APP_UPLOAD_IN_FLIGHT });
+
+  await tab.goto(share);
+  await tab.waitFor("#download, .error");
+  log("download: through the UI (decrypting)");
+  const ui = await tab.evaluate(uiDownloadInPage);
+  log(`download: UI took ${(ui.ms / 1000).toFixed(2)} s; now plain from the API`);
+
+  await tab.goto(origin + "/");
+  const plain = await tab.evaluate(plainDownloadInPage, { ...upload, inFlight: APP_DOWNLOAD_IN_FLIGHT });
+  if (plain.received !== size) throw new Error(`the plain download got ${plain.received} bytes, expected ${size}`);
+  log(`download: plain took ${(plain.ms / 1000).toFixed(2)} s`);
+  return { encryptedMs: ui.ms, plainMs: plain.ms, parts: upload.partCount, inFlight: APP_DOWNLOAD_IN_FLIGHT };
+}
+
+async function main() {
+  const which = process.argv[2];
+  const run = { upload: benchUpload, download: benchDownload }[which];
+  if (!run) throw new Error("usage: node e2e/bench/browser.mjs upload|download");
+  const size = benchBytes();
+  const file = randomFile(size);
+  const downloads = mkdtempSync(join(tmpdir(), "bitstratus-bench-downloads-"));
+  const server = await startServer();
+  const browser = await launchBrowser();
+  let tab;
+  try {
+    tab = await openTab(browser, server.origin + "/", { downloadDir: downloads });
+    const r = await run(tab, server.origin, file.path, size);
+    const mbps = (ms) => size / 1e6 / (ms / 1000);
+    const [encrypted, plain] = [mbps(r.encryptedMs), mbps(r.plainMs)];
+    console.log(
+      `browser-${which}: ratio=${(encrypted / plain).toFixed(3)} encrypted_MBps=${encrypted.toFixed(1)} ` +
+        `plain_MBps=${plain.toFixed(1)} bytes=${size} parts=${r.parts} in_flight=${r.inFlight}`,
+    );
+  } finally {
+    if (tab?.problems.length) log(`page problems: ${tab.problems.join("; ")}`);
+    await tab?.close();
+    await browser.close();
+    await server.stop();
+    rmSync(server.dataDir, { recursive: true, force: true });
+    rmSync(file.dir, { recursive: true, force: true });
+    rmSync(downloads, { recursive: true, force: true });
+  }
+}
+
+await main();

@@ -1,0 +1,122 @@
+// A browser tab that Playwright does not instrument, driven over a raw DevTools session.
+//
+// Why: Playwright enables the DevTools Network domain on every page, worker and service worker
+// it tracks, and Chromium then copies every fetch body made of bytes into a `requestWillBeSent`
+// event (base64) for Playwright to parse. That caps a 4 MiB part upload at roughly 7-13 MB/s
+// here, whoever sends it, so a benchmark through a Playwright page measures DevTools, not the
+// app. Playwright (non-persistent launch) detaches from targets in the browser's default
+// context, which it does not own; a tab created there with `Target.createTarget` runs with no
+// instrumentation. We attach to it through the browser-level CDP session Playwright offers and
+// talk to it with `Target.sendMessageToTarget`, enabling nothing but what we call.
+
+const POLL_TIMEOUT_MS = 600_000;
+
+/**
+ * Opens `url` in an uninstrumented tab of `browser` (from `launchBrowser()`); downloads of
+ * every tab in the default context go to `downloadDir`.
+ */
+export async function openTab(browser, url, { downloadDir } = {}) {
+  const cdp = await browser.newBrowserCDPSession();
+  if (downloadDir) await cdp.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: downloadDir });
+  const { targetId } = await cdp.send("Target.createTarget", { url: "about:blank" });
+  const { sessionId } = await cdp.send("Target.attachToTarget", { targetId, flatten: false });
+  let nextId = 0;
+  const pending = new Map();
+  const problems = [];
+  cdp.on("Target.receivedMessageFromTarget", (event) => {
+    if (event.sessionId !== sessionId) return;
+    const message = JSON.parse(event.message);
+    if (message.id !== undefined) {
+      const { resolve, reject, method } = pending.get(message.id);
+      pending.delete(message.id);
+      if (message.error) reject(new Error(`${method}: ${message.error.message}`));
+      else resolve(message.result);
+    } else if (message.method === "Runtime.exceptionThrown") {
+      problems.push(message.params.exceptionDetails.exception?.description ?? message.params.exceptionDetails.text);
+    }
+  });
+  const send = (method, params = {}) =>
+    new Promise((resolve, reject) => {
+      const id = ++nextId;
+      pending.set(id, { resolve, reject, method });
+      cdp.send("Target.sendMessageToTarget", { sessionId, message: JSON.stringify({ id, method, params }) }).catch(reject);
+    });
+
+  /**
+   * Runs `fn(arg, { waitFor })` in the page (awaiting its promise) and returns its JSON-able
+   * result; `waitFor(selector)` resolves once `selector` matches.
+   */
+  async function evaluate(fn, arg) {
+    const { result, exceptionDetails } = await send("Runtime.evaluate", {
+      expression: `(${fn})(${JSON.stringify(arg ?? null)}, { waitFor: (selector) => (${waitInPage})(selector, ${POLL_TIMEOUT_MS}) })`,
+      awaitPromise: true,
+      returnByValue: true,
+    });
+    if (exceptionDetails) throw new Error(exceptionDetails.exception?.description ?? exceptionDetails.text);
+    return result.value;
+  }
+
+  /** Resolves once `selector` matches in the page. */
+  async function waitFor(selector) {
+    return evaluate((selector, page) => page.waitFor(selector), selector);
+  }
+
+  async function goto(target) {
+    await send("Page.enable");
+    const loaded = new Promise((resolve) => {
+      const onEvent = (event) => {
+        if (event.sessionId === sessionId && JSON.parse(event.message).method === "Page.loadEventFired") {
+          cdp.off("Target.receivedMessageFromTarget", onEvent);
+          resolve();
+        }
+      };
+      cdp.on("Target.receivedMessageFromTarget", onEvent);
+    });
+    await send("Page.navigate", { url: target });
+    await loaded;
+  }
+
+  /** Picks the file at `path` in the `<input type=file>` matching `selector` (fires `change`). */
+  async function setInputFiles(selector, path) {
+    const { result } = await send("Runtime.evaluate", { expression: `document.querySelector(${JSON.stringify(selector)})` });
+    if (!result.objectId) throw new Error(`no ${selector} on the page`);
+    await send("DOM.enable");
+    await send("DOM.setFileInputFiles", { files: [path], objectId: result.objectId });
+  }
+
+  await send("Runtime.enable");
+  await goto(url);
+  return {
+    evaluate,
+    waitFor,
+    goto,
+    setInputFiles,
+    problems,
+    async close() {
+      await cdp.send("Target.closeTarget", { targetId }).catch(() => {});
+      await cdp.detach().catch(() => {});
+    },
+  };
+}
+
+/**
+ * In the page: resolves when `selector` matches, rejects after `timeout` ms. Watched with a
+ * MutationObserver, so it reacts at once and does not depend on timer throttling.
+ */
+function waitInPage(selector, timeout) {
+  return new Promise((resolve, reject) => {
+    if (document.querySelector(selector)) return resolve(true);
+    const observer = new MutationObserver(() => {
+      if (document.querySelector(selector)) {
+        observer.disconnect();
+        clearTimeout(timer);
+        resolve(true);
+      }
+    });
+    observer.observe(document, { childList: true, subtree: true, attributes: true });
+    const timer = setTimeout(() => {
+      observer.disconnect();
+      reject(new Error(`${selector} did not appear within ${timeout} ms`));
+    }, timeout);
+  });
+}
