@@ -82,6 +82,8 @@ async function uiUploadInPage(_, { waitFor }) {
 
 /** Uploads the file through the real UI; returns the time and the share link. */
 async function uiUpload(tab, path) {
+  // The load event can come before the wasm app has mounted its page.
+  await tab.waitFor("#file-input");
   await tab.setInputFiles("#file-input", path);
   await tab.waitFor(".job");
   return tab.evaluate(uiUploadInPage);
