@@ -3,8 +3,9 @@
 //
 // The download page posts a job ({token, id, ticket, ikm, partCount, name, size, mime}) with a
 // MessagePort, then opens /stream/<token> in a hidden frame. This worker answers that request
-// with a ReadableStream that fetches part after part with the ticket, decrypts it with the
-// app's wasm (`StreamDecryptor` from the worker bundle) and enqueues the plaintext. Progress,
+// with a ReadableStream that fetches parts with the ticket (a few ahead), decrypts them in
+// order (`StreamDecryptor` from the worker bundle: WebCrypto, else wasm) and enqueues the
+// plaintext. Progress,
 // success and failure go back through the port. A truncated or tampered body errors the
 // stream, so the browser marks the download failed instead of saving a damaged file.
 //
@@ -69,25 +70,39 @@ async function fetchPart(job, n) {
   }
 }
 
+/** Parts fetched ahead of the one being decrypted: keeps the network busy meanwhile. */
+const PREFETCH = 3;
+
 async function respond(job) {
   await wasmReady;
   const decryptor = new wasm_bindgen.StreamDecryptor(job.ikm);
-  let n = 0;
+  const fetches = [];
+  let next = 0;
+  const fetchAhead = () => {
+    while (next < job.partCount && fetches.length < PREFETCH) {
+      const part = fetchPart(job, next++);
+      part.catch(() => {}); // Awaited in order below; this only silences an abandoned one.
+      fetches.push(part);
+    }
+  };
+  let done = 0;
   let written = 0;
   const report = (message) => job.port?.postMessage(message);
   const stream = new ReadableStream(
     {
       async pull(controller) {
         try {
-          if (n < job.partCount) {
-            const plaintext = decryptor.push(await fetchPart(job, n));
-            n += 1;
+          fetchAhead();
+          if (fetches.length) {
+            const plaintext = await decryptor.push(await fetches.shift());
+            fetchAhead();
+            done += 1;
             written += plaintext.length;
             if (plaintext.length) controller.enqueue(plaintext);
-            report({ type: "progress", part: n, written });
+            report({ type: "progress", part: done, written });
             return;
           }
-          const rest = decryptor.finish();
+          const rest = await decryptor.finish();
           written += rest.length;
           if (written !== job.size) throw new Error("the file is shorter or longer than its details say");
           if (rest.length) controller.enqueue(rest);
@@ -99,7 +114,8 @@ async function respond(job) {
         }
       },
     },
-    // One part at a time: memory stays at a few parts whatever the file's size.
+    // One decrypted part queued at a time, PREFETCH encrypted parts in flight: memory stays at
+    // a few parts whatever the file's size.
     { highWaterMark: 1 },
   );
   return new Response(stream, {

@@ -8,12 +8,16 @@
 //!   `sha256` its lowercase hex digest and `plain_sha256` the plaintext's, or `{job, error}`
 //!   with a sentence;
 //! - `{job, op: "hash", data}` → `{job, plain_sha256}`, to check a file against an earlier
-//!   attempt before resuming it.
+//!   attempt before resuming it;
+//! - `{job, op: "bench", ...}` → `{job, ms, bytes}`: see [`bench`].
 //!
 //! The worker holds key material only while a job runs; the page sends it with each job.
 //!
 //! The same bundle also serves the download service worker (`app/sw.js`), which loads it for
 //! [`StreamDecryptor`] only; there `main` does nothing.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use js_sys::{Array, ArrayBuffer, Object, Reflect, Uint8Array};
 use sha2::Digest as _;
@@ -32,6 +36,17 @@ fn main() {
             let request = event.data();
             let reply = Object::new();
             set(&reply, "job", &get(&request, "job"));
+            if get(&request, "op").as_string().as_deref() == Some("bench") {
+                match bench(&request).await {
+                    Ok((ms, bytes)) => {
+                        set(&reply, "ms", &JsValue::from_f64(ms));
+                        set(&reply, "bytes", &JsValue::from_f64(bytes));
+                    }
+                    Err(message) => set(&reply, "error", &JsValue::from_str(&message)),
+                }
+                let _ = scope.post_message(&reply);
+                return;
+            }
             if get(&request, "op").as_string().as_deref() == Some("hash") {
                 let data = get(&request, "data");
                 let plaintext = data
@@ -135,10 +150,18 @@ fn bytes(value: &JsValue) -> Vec<u8> {
 /// RFC 8188 streaming decryption for the download service worker (`app/sw.js`), which streams
 /// a file to disk through the browser's download manager without holding it in memory.
 /// The same rules as [`crypto_wasm::Decryptor`]: `finish` is mandatory and fails on truncation.
+/// It uses WebCrypto where the context has it, else the wasm AES-GCM.
 #[wasm_bindgen]
 #[derive(Debug)]
 pub struct StreamDecryptor {
-    inner: Option<crypto_wasm::Decryptor>,
+    /// Taken out while a call awaits WebCrypto, so a second call meanwhile fails cleanly.
+    inner: Rc<RefCell<Option<Engine>>>,
+}
+
+#[derive(Debug)]
+enum Engine {
+    Web(Box<crypto_wasm::webcrypto::WebCryptoDecryptor>),
+    Wasm(crypto_wasm::Decryptor),
 }
 
 #[wasm_bindgen]
@@ -147,23 +170,121 @@ impl StreamDecryptor {
     #[wasm_bindgen(constructor)]
     pub fn new(ikm: &[u8]) -> Result<StreamDecryptor, JsError> {
         let key = crypto_wasm::ContentKey::from_ikm(ikm)?;
+        let engine = if crypto_wasm::webcrypto::webcrypto_available() {
+            Engine::Web(Box::new(crypto_wasm::webcrypto::WebCryptoDecryptor::new(
+                &key,
+            )?))
+        } else {
+            Engine::Wasm(crypto_wasm::Decryptor::new(&key))
+        };
         Ok(StreamDecryptor {
-            inner: Some(crypto_wasm::Decryptor::new(&key)),
+            inner: Rc::new(RefCell::new(Some(engine))),
         })
     }
 
-    /// Feeds the next bytes of the body; returns the plaintext of the records they complete.
-    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, JsError> {
-        let inner = self
-            .inner
-            .as_mut()
-            .ok_or_else(|| JsError::new("finished"))?;
-        Ok(inner.push(bytes)?)
+    /// Feeds the next bytes of the body; resolves to the plaintext (`Uint8Array`) of the
+    /// records they complete. Await each call before the next.
+    pub fn push(&self, bytes: Vec<u8>) -> js_sys::Promise {
+        let inner = Rc::clone(&self.inner);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let mut engine = inner
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| JsError::new("busy or finished"))?;
+            let result = match &mut engine {
+                Engine::Web(d) => d.push(&bytes).await,
+                Engine::Wasm(d) => d.push(&bytes),
+            };
+            *inner.borrow_mut() = Some(engine);
+            Ok(Uint8Array::from(&result.map_err(JsError::from)?[..]).into())
+        })
     }
 
-    /// Ends the body: returns the last record's plaintext, or fails if it was truncated.
-    pub fn finish(&mut self) -> Result<Vec<u8>, JsError> {
-        let inner = self.inner.take().ok_or_else(|| JsError::new("finished"))?;
-        Ok(inner.finish()?)
+    /// Ends the body: resolves to the last record's plaintext, or fails if it was truncated.
+    pub fn finish(&self) -> js_sys::Promise {
+        let inner = Rc::clone(&self.inner);
+        wasm_bindgen_futures::future_to_promise(async move {
+            let engine = inner
+                .borrow_mut()
+                .take()
+                .ok_or_else(|| JsError::new("busy or finished"))?;
+            let result = match engine {
+                Engine::Web(d) => d.finish().await,
+                Engine::Wasm(d) => d.finish(),
+            };
+            Ok(Uint8Array::from(&result.map_err(JsError::from)?[..]).into())
+        })
     }
+}
+
+/// `{op: "bench", engine: "webcrypto"|"wasm", direction: "encrypt"|"decrypt", rs, bytes}`:
+/// times one engine on about `bytes` of data in records of `rs` bytes, part by part as the app
+/// does, in this worker; answers `{ms, bytes}` (`cargo xtask bench browser-crypto`).
+async fn bench(request: &JsValue) -> Result<(f64, f64), String> {
+    let web = match get(request, "engine").as_string().as_deref() {
+        Some("webcrypto") => true,
+        Some("wasm") => false,
+        _ => return Err("engine must be webcrypto or wasm".into()),
+    };
+    let decrypt = get(request, "direction").as_string().as_deref() == Some("decrypt");
+    let rs = get(request, "rs").as_f64().ok_or("bad rs")? as u32;
+    let wanted = get(request, "bytes").as_f64().ok_or("bad bytes")?;
+    let key = crypto_wasm::ContentKey::from_ikm(&[7; 32]).map_err(|e| e.to_string())?;
+    let encryptor =
+        crypto_wasm::Encryptor::with_salt_and_rs(&key, [1; 16], rs).map_err(|e| e.to_string())?;
+    let per_part = encryptor.plaintext_per_part() as usize;
+    let parts = ((wanted / per_part as f64).ceil() as u64).max(1);
+    let plaintext = vec![0x5a; per_part];
+    let web_encryptor = if web {
+        Some(
+            crypto_wasm::webcrypto::WebCryptoEncryptor::new(&encryptor)
+                .await
+                .map_err(|e| e.to_string())?,
+        )
+    } else {
+        None
+    };
+    let e = |x: crypto_wasm::Error| x.to_string();
+    let mut body = Vec::new();
+    let started = now_ms();
+    for n in 0..parts {
+        let last = n + 1 == parts;
+        let part = match &web_encryptor {
+            Some(w) => w.encrypt_part(n, &plaintext, last).await.map_err(e)?,
+            None => encryptor.encrypt_part(n, &plaintext, last).map_err(e)?,
+        };
+        if decrypt {
+            body.push(part);
+        }
+    }
+    let mut ms = now_ms() - started;
+    if decrypt {
+        let started = now_ms();
+        if web {
+            let mut d = crypto_wasm::webcrypto::WebCryptoDecryptor::new(&key).map_err(e)?;
+            for part in &body {
+                d.push(part).await.map_err(e)?;
+            }
+            d.finish().await.map_err(e)?;
+        } else {
+            let mut d = crypto_wasm::Decryptor::new(&key);
+            for part in &body {
+                d.push(part).map_err(e)?;
+            }
+            d.finish().map_err(e)?;
+        }
+        ms = now_ms() - started;
+    }
+    Ok((ms, (parts as usize * per_part) as f64))
+}
+
+/// Milliseconds from the worker's clock.
+fn now_ms() -> f64 {
+    let performance = get(&js_sys::global(), "performance");
+    get(&performance, "now")
+        .dyn_into::<js_sys::Function>()
+        .ok()
+        .and_then(|now| now.call0(&performance).ok())
+        .and_then(|t| t.as_f64())
+        .unwrap_or(0.0)
 }
