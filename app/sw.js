@@ -9,6 +9,9 @@
 // success and failure go back through the port. A truncated or tampered body errors the
 // stream, so the browser marks the download failed instead of saving a damaged file.
 //
+// It also plays audio and video in the page: the page registers a media job and points a
+// player at /media/<token>; each range request is answered from the records it covers.
+//
 // Event listeners must be added during this script's first evaluation, so they are set up
 // here in JavaScript; the wasm loads in the background and each stream awaits it.
 
@@ -19,18 +22,29 @@ const jobs = new Map();
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
 
+/** Files being played in a page: token -> job. Kept while the worker lives (the page pings it). */
+const media = new Map();
+
 self.addEventListener("message", (event) => {
   const job = event.data;
-  if (job?.type === "ping") return; // Keeps this worker alive during long downloads.
-  if (job?.type !== "download" || typeof job.token !== "string") return;
+  if (job?.type === "ping") return; // Keeps this worker alive during long downloads and playback.
+  if (typeof job?.token !== "string") return;
+  if (job.type === "download") jobs.set(job.token, job);
+  else if (job.type === "media") media.set(job.token, job);
+  else return;
   job.port = event.ports[0];
-  jobs.set(job.token, job);
   job.port?.postMessage({ type: "registered" });
 });
 
 self.addEventListener("fetch", (event) => {
   const url = new URL(event.request.url);
-  if (url.origin !== self.location.origin || !url.pathname.startsWith("/stream/")) return;
+  if (url.origin !== self.location.origin) return;
+  if (url.pathname.startsWith("/media/")) {
+    const job = media.get(url.pathname.slice("/media/".length));
+    event.respondWith(job ? play(job, event.request.headers.get("Range")) : new Response("", { status: 404 }));
+    return;
+  }
+  if (!url.pathname.startsWith("/stream/")) return;
   const job = jobs.get(url.pathname.slice("/stream/".length));
   if (!job) {
     event.respondWith(new Response("This download has expired. Go back and start it again.", { status: 404 }));
@@ -126,4 +140,54 @@ async function respond(job) {
       "Cache-Control": "no-store",
     },
   });
+}
+
+/** The longest plaintext span one media response carries; players ask again for the rest. */
+const MEDIA_CHUNK = 4 * 1024 * 1024;
+
+/** Bytes `start..=end` of the ciphertext body, through the ticket-gated content endpoint. */
+async function fetchBody(job, start, end) {
+  const response = await fetch(`/api/v1/files/${job.id}/content`, {
+    headers: { Authorization: `Bearer ${job.ticket}`, Range: `bytes=${start}-${end}` },
+    cache: "no-store",
+  });
+  if (response.status !== 206) throw new Error(`the server answered ${response.status} to a range request`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+/**
+ * Answers a player's range request: only the records covering the range are fetched and
+ * decrypted (`MediaReader`, which checks every record's place in the file, so a server cannot
+ * move, drop or end records unnoticed).
+ */
+async function play(job, rangeHeader) {
+  try {
+    await wasmReady;
+    if (!job.reader) {
+      const header = await fetchBody(job, 0, Math.min(job.bodySize, 21 + 255) - 1);
+      job.reader = new wasm_bindgen.MediaReader(job.ikm, header, job.bodySize);
+    }
+    const base = { "Content-Type": job.mime || "application/octet-stream", "Accept-Ranges": "bytes", "Cache-Control": "no-store" };
+    if (job.size === 0) return new Response(new Uint8Array(0), { status: 200, headers: base });
+    const match = /^bytes=(\d*)-(\d*)$/.exec(rangeHeader ?? "bytes=0-");
+    let start = match && match[1] !== "" ? Number(match[1]) : null;
+    let end = match && match[2] !== "" ? Number(match[2]) : null;
+    if (start === null && end !== null) [start, end] = [Math.max(0, job.size - end), job.size - 1];
+    if (!match || start === null || start >= job.size || (end !== null && end < start)) {
+      return new Response("", { status: 416, headers: { ...base, "Content-Range": `bytes */${job.size}` } });
+    }
+    end = Math.min(end ?? job.size - 1, job.size - 1, start + MEDIA_CHUNK - 1);
+    const chunk = job.reader.chunk_len();
+    const first = Math.floor(start / chunk);
+    const last = Math.floor(end / chunk);
+    const [from, to] = job.reader.body_range(first, last);
+    const plaintext = job.reader.open(first, await fetchBody(job, from, to - 1));
+    const body = plaintext.subarray(start - first * chunk, end - first * chunk + 1);
+    return new Response(body, {
+      status: 206,
+      headers: { ...base, "Content-Range": `bytes ${start}-${end}/${job.size}`, "Content-Length": String(body.length) },
+    });
+  } catch (error) {
+    return new Response(`This part of the file could not be decrypted: ${error?.message ?? error}`, { status: 502 });
+  }
 }

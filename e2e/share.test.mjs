@@ -372,6 +372,70 @@ test("a large file streams to disk through the service worker, byte-identical", 
   secrets.push("streamed.bin", bytes.subarray(70 * MiB, 70 * MiB + 64));
 });
 
+/** A PCM WAV header (mono, 16-bit) for `dataLength` bytes of samples at `rate` Hz. */
+function wavHeader(dataLength, rate) {
+  const header = Buffer.alloc(44);
+  header.write("RIFF", 0);
+  header.writeUInt32LE(36 + dataLength, 4);
+  header.write("WAVEfmt ", 8);
+  header.writeUInt32LE(16, 16);
+  header.writeUInt16LE(1, 20);
+  header.writeUInt16LE(1, 22);
+  header.writeUInt32LE(rate, 24);
+  header.writeUInt32LE(rate * 2, 28);
+  header.writeUInt16LE(2, 32);
+  header.writeUInt16LE(16, 34);
+  header.write("data", 36);
+  header.writeUInt32LE(dataLength, 40);
+  return header;
+}
+
+test("audio plays in the page and seeks, decrypted from only the records it covers", async () => {
+  const seconds = 70;
+  const rate = 8000;
+  const samples = randomBytes(seconds * rate * 2);
+  const wav = Buffer.concat([wavHeader(samples.length, rate), samples]);
+  const [{ share }] = await upload([tempFile("noise.wav", wav)]);
+  const { context, page, problems } = await open(share);
+  await page.click("#play");
+  await page.waitForSelector("audio.player");
+  // Functions, not strings: the page's CSP forbids eval.
+  const duration = await page.$eval(
+    "audio.player",
+    (audio) =>
+      new Promise((resolve, reject) => {
+        if (audio.readyState >= 1) return resolve(audio.duration);
+        audio.addEventListener("loadedmetadata", () => resolve(audio.duration));
+        audio.addEventListener("error", () => reject(new Error(`media error ${audio.error?.code}`)));
+      }),
+  );
+  assert.ok(Math.abs(duration - seconds) < 0.5, `the player sees ${duration} s`);
+  const position = await page.$eval(
+    "audio.player",
+    (audio) =>
+      new Promise((resolve, reject) => {
+        audio.addEventListener("seeked", () => resolve(audio.currentTime));
+        audio.addEventListener("error", () => reject(new Error(`media error ${audio.error?.code}`)));
+        audio.currentTime = 50;
+      }),
+  );
+  assert.ok(Math.abs(position - 50) < 1, `the player seeked to ${position} s`);
+
+  // Any span, across record boundaries (every 65519 bytes) and up to the end, is the file's.
+  const src = await page.$eval("audio.player", (audio) => audio.src);
+  for (const [start, end] of [[0, 99], [65_500, 65_600], [131_000, 400_000], [1_000_000, wav.length - 1]]) {
+    const got = await page.evaluate(async ([url, start, end]) => {
+      const response = await fetch(url, { headers: { Range: `bytes=${start}-${end}` } });
+      return { status: response.status, bytes: Array.from(new Uint8Array(await response.arrayBuffer())) };
+    }, [src, start, end]);
+    assert.equal(got.status, 206);
+    assert.ok(Buffer.from(got.bytes).equals(wav.subarray(start, end + 1)), `bytes ${start}-${end} match`);
+  }
+  assert.deepEqual(problems, []);
+  await context.close();
+  secrets.push("noise.wav", samples.subarray(500_000, 500_064));
+});
+
 test("the server stored no plaintext, no file name, no key and no password", () => {
   assert.ok(secrets.length > 10, "the earlier tests recorded what to look for");
   for (const secret of secrets) {

@@ -41,6 +41,11 @@ enum Page {
         name: String,
         message: String,
     },
+    Playing {
+        name: String,
+        url: String,
+        video: bool,
+    },
     Saved {
         name: String,
         size: u64,
@@ -227,6 +232,38 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
         });
     };
 
+    // Counts one download and plays the file in the page: the service worker answers the
+    // player's range requests by fetching and decrypting only the records they cover.
+    let play = move |name: String, size: u64, mime: String| {
+        leptos::task::spawn_local(async move {
+            let (Some(auth), Some(ikm)) = (
+                keys.with_value(|k| k.as_ref().map(|k| k.auth_token_base64url())),
+                keys.with_value(|k| k.as_ref().map(|k| k.content_key().expose_ikm().to_vec())),
+            ) else {
+                return;
+            };
+            let ticket = match api::start_download(&id.get_value(), &auth).await {
+                Ok(t) => t.ticket,
+                Err(e) if e.status == 404 => return page.set(Page::Failed(GONE.into())),
+                Err(e) => return page.set(Page::Failed(e.message)),
+            };
+            let job = stream::MediaJob {
+                id: &id.get_value(),
+                ticket: &ticket,
+                ikm: &ikm,
+                body_size: crypto_wasm::body_size(size),
+                size,
+                mime: &mime,
+            };
+            match stream::register_media(&job).await {
+                Ok(url) => page.set(Page::Playing { name, url, video: mime.starts_with("video/") }),
+                Err(_) => page.set(Page::Failed(
+                    "This browser cannot play encrypted media here (no service worker). Download the file instead.".into(),
+                )),
+            }
+        });
+    };
+
     // Counts one download (the server hands out a ticket for it) and starts the transfer.
     let download = move |name: String, size: u64, mime: String| {
         leptos::task::spawn_local(async move {
@@ -346,6 +383,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                     .into_any(),
                 Page::Ready { name, size, mime, expires_at, remaining } => {
                     let (n, m) = (name.clone(), mime.clone());
+                    let (play_name, play_mime) = (name.clone(), mime.clone());
                     view! {
                         <h1 class="file-name">{name}</h1>
                         <p class="file-facts">
@@ -360,6 +398,13 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                         <button id="download" class="primary" on:click=move |_| download(n.clone(), size, m.clone())>
                             "Download and decrypt"
                         </button>
+                        {playable(&play_mime).then(|| {
+                            view! {
+                                <button id="play" on:click=move |_| play(play_name.clone(), size, play_mime.clone())>
+                                    "Play here"
+                                </button>
+                            }
+                        })}
                     }
                         .into_any()
                 }
@@ -376,6 +421,16 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                     }
                         .into_any()
                 }
+                Page::Playing { name, url, video } => view! {
+                    <h1 class="file-name">{name}</h1>
+                    {if video {
+                        view! { <video class="player" controls autoplay src=url></video> }.into_any()
+                    } else {
+                        view! { <audio class="player" controls autoplay src=url></audio> }.into_any()
+                    }}
+                    <p class="muted">"Decrypted in this browser as it plays; seeking fetches only what it needs."</p>
+                }
+                    .into_any(),
                 Page::Interrupted { name, message } => view! {
                     <h1 class="file-name">{name}</h1>
                     <p class="error" role="alert">{message}</p>
@@ -410,6 +465,11 @@ struct Transfer {
     size: u64,
     mime: String,
     started_ms: f64,
+}
+
+/// Media the page can play while decrypting (the browser decides what it can decode).
+fn playable(mime: &str) -> bool {
+    mime.starts_with("video/") || mime.starts_with("audio/")
 }
 
 /// Image types the page previews after decryption. SVG is excluded: it can carry script.

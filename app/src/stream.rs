@@ -147,3 +147,78 @@ fn hex_token() -> String {
         .and_then(|c| c.get_random_values_with_array_buffer_view(&bytes));
     hex::encode(bytes.to_vec())
 }
+
+/// A file to play in the page through the service worker's `/media/<token>`.
+pub(crate) struct MediaJob<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) ticket: &'a str,
+    pub(crate) ikm: &'a [u8],
+    /// The ciphertext body's length (the server's `size`).
+    pub(crate) body_size: u64,
+    /// The plaintext length (from the sealed metadata).
+    pub(crate) size: u64,
+    pub(crate) mime: &'a str,
+}
+
+/// Hands `job` to the service worker; returns the URL the player should load. The page keeps
+/// pinging the worker from then on, so it is not stopped while the player is paused.
+pub(crate) async fn register_media(job: &MediaJob<'_>) -> Result<String, JsValue> {
+    let container = util::window().navigator().service_worker();
+    let registration: web_sys::ServiceWorkerRegistration =
+        JsFuture::from(container.ready()?).await?.unchecked_into();
+    let worker = registration.active().ok_or(JsValue::NULL)?;
+    let (registered_tx, mut registered) = mpsc::unbounded::<()>();
+    let on_message =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
+            let _ = registered_tx.unbounded_send(());
+        });
+    let channel = web_sys::MessageChannel::new()?;
+    channel
+        .port1()
+        .set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let token = hex_token();
+    let message = Object::new();
+    for (key, value) in [
+        ("type", JsValue::from_str("media")),
+        ("token", JsValue::from_str(&token)),
+        ("id", JsValue::from_str(job.id)),
+        ("ticket", JsValue::from_str(job.ticket)),
+        ("ikm", Uint8Array::from(job.ikm).into()),
+        ("bodySize", JsValue::from_f64(job.body_size as f64)),
+        ("size", JsValue::from_f64(job.size as f64)),
+        ("mime", JsValue::from_str(job.mime)),
+    ] {
+        Reflect::set(&message, &JsValue::from_str(key), &value)?;
+    }
+    worker.post_message_with_transferable(&message, &Array::of1(&channel.port2()))?;
+    registered.next().await.ok_or(JsValue::NULL)?;
+    on_message.forget();
+    // The player's requests reach the worker only once it controls this page, which on a
+    // first visit happens a moment after it activates (it claims its clients then).
+    for _ in 0..100 {
+        if container.controller().is_some() {
+            break;
+        }
+        util::sleep_ms(50).await;
+    }
+    if container.controller().is_none() {
+        return Err(JsValue::NULL);
+    }
+
+    let ping = Object::new();
+    Reflect::set(
+        &ping,
+        &JsValue::from_str("type"),
+        &JsValue::from_str("ping"),
+    )?;
+    let keep_alive = Closure::<dyn FnMut()>::new(move || {
+        let _ = worker.post_message(&ping);
+    });
+    util::window().set_interval_with_callback_and_timeout_and_arguments_0(
+        keep_alive.as_ref().unchecked_ref(),
+        10_000,
+    )?;
+    // Lives as long as the page: the player may resume after any pause.
+    keep_alive.forget();
+    Ok(format!("/media/{token}"))
+}

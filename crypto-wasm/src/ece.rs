@@ -6,9 +6,10 @@
 //! module only adds the cipher.
 
 use std::fmt;
+use std::ops::Range;
 use std::sync::Arc;
 
-use crate::framing::{self, Batch, BodyKeys, PartPlan, RecordReader};
+use crate::framing::{self, Batch, BodyKeys, PartPlan, RecordMap, RecordReader, SealedRecord};
 use crate::layout::{
     HEADER_SIZE, MAX_RECORD_SIZE, MIN_RECORD_SIZE, RECORD_SIZE, plaintext_per_part_for,
 };
@@ -244,18 +245,9 @@ impl Decryptor {
         }
         let aead = self.aead.as_deref().ok_or(Error::Decrypt)?;
         for record in batch.records() {
-            let tag_at = record
-                .bytes
-                .len()
-                .checked_sub(TAG_LEN)
-                .ok_or(Error::Decrypt)?;
-            let (ciphertext, tag) = record.bytes.split_at(tag_at);
-            let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Decrypt)?;
-            let start = out.len();
-            out.extend_from_slice(ciphertext);
-            aead.open_in_place(&record.nonce, b"", &mut out[start..], tag)?;
-            let content_len = self.reader.accept(&record, &out[start..])?;
-            out.truncate(start + content_len);
+            open_record(aead, &record, &mut out, |padded| {
+                self.reader.accept(&record, padded)
+            })?;
         }
         Ok(out)
     }
@@ -282,6 +274,115 @@ impl fmt::Debug for Decryptor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decryptor")
             .field("state", &self.reader.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens `record` onto the end of `out`, lets `accept` check its padded plaintext and keeps
+/// only the content length it returns.
+fn open_record(
+    aead: &Aead,
+    record: &SealedRecord<'_>,
+    out: &mut Vec<u8>,
+    accept: impl FnOnce(&[u8]) -> Result<usize, Error>,
+) -> Result<(), Error> {
+    let tag_at = record
+        .bytes
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(Error::Decrypt)?;
+    let (ciphertext, tag) = record.bytes.split_at(tag_at);
+    let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Decrypt)?;
+    let start = out.len();
+    out.extend_from_slice(ciphertext);
+    aead.open_in_place(&record.nonce, b"", &mut out[start..], tag)?;
+    let content_len = accept(&out[start..])?;
+    out.truncate(start + content_len);
+    Ok(())
+}
+
+/// Random access to the records of one body whose total length is known: seeking, e.g. to
+/// answer an HTTP Range request for audio or video by fetching and opening only the records
+/// that cover it.
+///
+/// Record `i` (from 0) holds plaintext bytes `[i * chunk_len, (i + 1) * chunk_len)` and lies at
+/// [`RecordAccess::body_range`]`(i, i)` in the body. That mapping needs records without
+/// padding: [`RecordAccess::open`] rejects a record before the last whose content is not
+/// exactly `rs - 17` bytes, so a body with padding in a non-final record (which BitStratus never
+/// writes, but [`Decryptor`] accepts) cannot be seeked. It enforces the rules of
+/// [`Decryptor`] by position: a record before the last is exactly `rs` bytes with delimiter
+/// `0x01`; the record at index `record_count() - 1` carries `0x02`. Every record is bound to its
+/// index by its nonce. Trust in `body_size` matters: it decides which index is the last, so a
+/// wrong size makes the final record's check fail rather than return wrong plaintext.
+pub struct RecordAccess {
+    map: RecordMap,
+    aead: Aead,
+}
+
+impl RecordAccess {
+    /// Random access to a body encrypted under `key`, from `header` (at least its header bytes,
+    /// `21 + idlen`; more is ignored) and `body_size`, its total length in bytes.
+    ///
+    /// Fails with [`Error::Decrypt`] on a short header, an `rs` outside `18..=16 MiB`, or a
+    /// `body_size` no body with this header can have (at least one record, the last one
+    /// `17..=rs` bytes).
+    pub fn new(key: &impl AsRef<ContentKey>, header: &[u8], body_size: u64) -> Result<Self, Error> {
+        let (map, cek) = RecordMap::new(key.as_ref(), header, body_size)?;
+        Ok(Self {
+            map,
+            aead: Aead::new(&cek),
+        })
+    }
+
+    /// Length of the header, keyid included: `21 + idlen`.
+    pub fn header_len(&self) -> u64 {
+        self.map.header_len()
+    }
+
+    /// The record size `rs` from the header.
+    pub fn record_size(&self) -> u32 {
+        // RecordMap::new only accepts rs up to MAX_RECORD_SIZE.
+        u32::try_from(self.map.record_size()).unwrap_or(MAX_RECORD_SIZE)
+    }
+
+    /// Number of records in the body (at least 1).
+    pub fn record_count(&self) -> u64 {
+        self.map.record_count()
+    }
+
+    /// Plaintext bytes in every record but the last: `rs - 17`.
+    pub fn chunk_len(&self) -> u64 {
+        self.map.chunk_len()
+    }
+
+    /// The body bytes `[start, end)` of records `first..=last`, or `None` unless
+    /// `first <= last < record_count()`.
+    pub fn body_range(&self, first: u64, last: u64) -> Option<Range<u64>> {
+        self.map.body_range(first, last)
+    }
+
+    /// Opens consecutive whole records starting at index `first` and returns their plaintext
+    /// concatenated. `bytes` must be exactly records `first..=k` for some `k`, as located by
+    /// [`RecordAccess::body_range`]. Fails with [`Error::Decrypt`] on any other length, any tag
+    /// failure (tampering, records from another index or body) or any record breaking the rules
+    /// of its position (see the type's documentation).
+    pub fn open(&self, first: u64, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(bytes.len());
+        for record in self.map.records(first, bytes)? {
+            open_record(&self.aead, &record, &mut out, |padded| {
+                self.map.accept(&record, padded)
+            })?;
+        }
+        Ok(out)
+    }
+}
+
+impl fmt::Debug for RecordAccess {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RecordAccess")
+            .field("header_len", &self.header_len())
+            .field("rs", &self.record_size())
+            .field("record_count", &self.record_count())
             .finish_non_exhaustive()
     }
 }

@@ -15,6 +15,10 @@
 //!   `(seq, nonce, bytes)` ([`Batch`]); the engine opens each one, in any order or all at once,
 //!   and hands its padded plaintext back, in order, to [`RecordReader::accept`], which checks
 //!   the delimiter and the order rules and says how much of it is content.
+//! - Random access (seeking): a [`RecordMap`], built from the header and the body's total
+//!   length, locates records by index and turns whole records into [`SealedRecord`]s; the
+//!   engine opens them and hands each back to [`RecordMap::accept`], which checks the delimiter
+//!   and padding rules of the record's position.
 
 use std::ops::Range;
 
@@ -457,11 +461,7 @@ impl RecordReader {
         if !in_order || position.ended || padded.len() + TAG_LEN != record.bytes.len() {
             return Err(Error::Decrypt);
         }
-        let (content_len, delimiter) = unpad(padded)?;
-        // A record shorter than rs can only be the last one.
-        if delimiter == DELIMITER_RECORD && record.bytes.len() != position.rs {
-            return Err(Error::Decrypt);
-        }
+        let (content_len, delimiter) = check_record(padded, record.bytes.len(), position.rs)?;
         position.accepted += 1;
         if delimiter == DELIMITER_FINAL {
             position.ended = true;
@@ -521,6 +521,17 @@ impl RecordReader {
     }
 }
 
+/// The rules every opened record obeys, whatever its position: a delimiter (see [`unpad`]),
+/// and a `0x01` record exactly `rs` sealed bytes (a shorter record can only be the last one).
+/// Returns the content length and the delimiter.
+fn check_record(padded: &[u8], sealed_len: usize, rs: usize) -> Result<(usize, u8), Error> {
+    let (content_len, delimiter) = unpad(padded)?;
+    if delimiter == DELIMITER_RECORD && sealed_len != rs {
+        return Err(Error::Decrypt);
+    }
+    Ok((content_len, delimiter))
+}
+
 /// Strips RFC 8188 padding: zero bytes after the delimiter, which is the last non-zero byte.
 /// Returns the content length and the delimiter; a record without a valid one is invalid.
 fn unpad(padded: &[u8]) -> Result<(usize, u8), Error> {
@@ -557,4 +568,128 @@ fn take_header(buf: &mut Vec<u8>, input: &mut &[u8]) -> Result<Option<([u8; 16],
     let mut salt = [0u8; 16];
     salt.copy_from_slice(&buf[..16]);
     Ok(Some((salt, rs as usize)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Random access
+// ---------------------------------------------------------------------------------------------
+
+/// The records of one body whose header and total length are known, addressed by index
+/// (seeking). Every record but the last is exactly `rs` bytes; the last is what remains, 17..=rs
+/// bytes. Knowing each record's position, [`RecordMap::accept`] also requires what a streaming
+/// reader only learns at the end: a record before the last carries `0x01` and **no padding**
+/// (its content is exactly `rs - 17` bytes, so plaintext offsets map to record indices), and the
+/// record at the last index carries `0x02` (padding allowed).
+pub(crate) struct RecordMap {
+    header_len: u64,
+    rs: u64,
+    count: u64,
+    body_size: u64,
+    nonces: NonceBase,
+}
+
+impl RecordMap {
+    /// Parses the header at the start of `header` (extra bytes are ignored), checks that a body
+    /// with it can be `body_size` bytes long and derives the keys. Returns the map and the CEK.
+    pub(crate) fn new(
+        key: &ContentKey,
+        header: &[u8],
+        body_size: u64,
+    ) -> Result<(Self, Cek), Error> {
+        let mut buf = Vec::new();
+        let mut input = header;
+        let (salt, rs) = take_header(&mut buf, &mut input)?.ok_or(Error::Decrypt)?;
+        let (header_len, rs) = (buf.len() as u64, rs as u64);
+        let records_len = body_size.checked_sub(header_len).ok_or(Error::Decrypt)?;
+        let count = records_len.div_ceil(rs);
+        // Non-final records are exactly rs bytes, so the last one is what remains; it must at
+        // least hold a delimiter and a tag (and there must be one).
+        let last_len = records_len - count.saturating_sub(1) * rs;
+        if count == 0 || last_len < u64::from(RECORD_OVERHEAD) {
+            return Err(Error::Decrypt);
+        }
+        let BodyKeys { cek, nonces } = BodyKeys::derive(key, &salt);
+        let map = Self {
+            header_len,
+            rs,
+            count,
+            body_size,
+            nonces,
+        };
+        Ok((map, cek))
+    }
+
+    pub(crate) fn header_len(&self) -> u64 {
+        self.header_len
+    }
+
+    pub(crate) fn record_size(&self) -> u64 {
+        self.rs
+    }
+
+    pub(crate) fn record_count(&self) -> u64 {
+        self.count
+    }
+
+    /// Content bytes of every record but the last: `rs - 17`.
+    pub(crate) fn chunk_len(&self) -> u64 {
+        self.rs - u64::from(RECORD_OVERHEAD)
+    }
+
+    /// The body bytes of records `first..=last`, or `None` unless `first <= last < count`.
+    pub(crate) fn body_range(&self, first: u64, last: u64) -> Option<Range<u64>> {
+        if first > last || last >= self.count {
+            return None;
+        }
+        // Both indices are below count, so record starts lie within the body.
+        let start = self.header_len + first * self.rs;
+        let end = self
+            .body_size
+            .min((self.header_len + last * self.rs).saturating_add(self.rs));
+        Some(start..end)
+    }
+
+    /// Splits `bytes`, which must be exactly the records `first..=k` for some `k` (a range
+    /// given by [`RecordMap::body_range`]), into sealed records `(seq, nonce, bytes)`.
+    pub(crate) fn records<'b>(
+        &'b self,
+        first: u64,
+        bytes: &'b [u8],
+    ) -> Result<impl Iterator<Item = SealedRecord<'b>> + 'b, Error> {
+        let len = bytes.len() as u64;
+        let last = first
+            .checked_add(len.div_ceil(self.rs))
+            .and_then(|end| end.checked_sub(1))
+            .ok_or(Error::Decrypt)?;
+        match self.body_range(first, last) {
+            Some(range) if range.end - range.start == len => {}
+            _ => return Err(Error::Decrypt),
+        }
+        Ok(bytes
+            .chunks(self.rs as usize)
+            .zip(first..)
+            .map(|(bytes, seq)| SealedRecord {
+                seq,
+                nonce: self.nonces.nonce(seq),
+                bytes,
+            }))
+    }
+
+    /// Takes the padded plaintext of `record`, opened by the engine, checks the delimiter and
+    /// the rules of its position and returns the length of its content.
+    pub(crate) fn accept(&self, record: &SealedRecord<'_>, padded: &[u8]) -> Result<usize, Error> {
+        if record.seq >= self.count || padded.len() + TAG_LEN != record.bytes.len() {
+            return Err(Error::Decrypt);
+        }
+        let (content_len, delimiter) = check_record(padded, record.bytes.len(), self.rs as usize)?;
+        let ok = if record.seq + 1 < self.count {
+            delimiter == DELIMITER_RECORD && content_len as u64 == self.chunk_len()
+        } else {
+            delimiter == DELIMITER_FINAL
+        };
+        if !ok {
+            return Err(Error::Decrypt);
+        }
+        Ok(content_len)
+    }
 }

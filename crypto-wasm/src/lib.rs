@@ -54,7 +54,7 @@ mod primitives;
 #[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
 pub mod webcrypto;
 
-pub use ece::{Decryptor, Encryptor, decrypt, encrypt};
+pub use ece::{Decryptor, Encryptor, RecordAccess, decrypt, encrypt};
 pub use error::Error;
 pub use keys::{ContentKey, FileKeys, KdfParams, SECRET_BASE64_LEN, SECRET_LEN, Secret};
 pub use layout::{

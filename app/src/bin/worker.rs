@@ -217,6 +217,46 @@ impl StreamDecryptor {
     }
 }
 
+/// Random access to a body's records for playing media in the page (`app/sw.js` answers a
+/// player's range requests with it). Every record is checked against its place in the file.
+#[wasm_bindgen]
+#[derive(Debug)]
+pub struct MediaReader {
+    inner: crypto_wasm::RecordAccess,
+}
+
+#[wasm_bindgen]
+impl MediaReader {
+    /// A reader for the body keyed by `ikm`, given its first bytes (`header`, at least the
+    /// RFC 8188 header) and its total length.
+    #[wasm_bindgen(constructor)]
+    pub fn new(ikm: &[u8], header: &[u8], body_size: f64) -> Result<MediaReader, JsError> {
+        let key = crypto_wasm::ContentKey::from_ikm(ikm)?;
+        Ok(MediaReader {
+            inner: crypto_wasm::RecordAccess::new(&key, header, body_size as u64)?,
+        })
+    }
+
+    /// Plaintext bytes in every record but the last.
+    pub fn chunk_len(&self) -> f64 {
+        self.inner.chunk_len() as f64
+    }
+
+    /// `[start, end)` within the body of records `first..=last`.
+    pub fn body_range(&self, first: f64, last: f64) -> Result<Vec<f64>, JsError> {
+        let range = self
+            .inner
+            .body_range(first as u64, last as u64)
+            .ok_or_else(|| JsError::new("records out of range"))?;
+        Ok(vec![range.start as f64, range.end as f64])
+    }
+
+    /// Decrypts the whole records starting at index `first` held in `bytes`.
+    pub fn open(&self, first: f64, bytes: &[u8]) -> Result<Vec<u8>, JsError> {
+        Ok(self.inner.open(first as u64, bytes)?)
+    }
+}
+
 /// `{op: "bench", engine: "webcrypto"|"wasm", direction: "encrypt"|"decrypt", rs, bytes}`:
 /// times one engine on about `bytes` of data in records of `rs` bytes, part by part as the app
 /// does, in this worker; answers `{ms, bytes}` (`cargo xtask bench browser-crypto`).
