@@ -49,6 +49,7 @@ async function spawnServer(port, dataDir) {
     await new Promise((r) => setTimeout(r, 100));
   }
   return {
+    pid: child.pid,
     async stop() {
       if (code === null) child.kill("SIGKILL");
       await exited;
@@ -67,6 +68,10 @@ export async function startServer() {
   return {
     origin: `http://127.0.0.1:${port}`,
     dataDir,
+    /** The running server's process id (it changes on `restart()`). */
+    get pid() {
+      return process.pid;
+    },
     async restart() {
       await process.stop();
       process = await spawnServer(port, dataDir);

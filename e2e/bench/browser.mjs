@@ -27,9 +27,10 @@
 // The in-page download path holds the whole file in memory, so 1 GiB may not fit in one tab.
 
 import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
-import { randomBytes } from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { pathToFileURL } from "node:url";
 
 import { launchBrowser, startServer } from "../harness.mjs";
 import { openTab } from "./tab.mjs";
@@ -43,9 +44,10 @@ const APP_UPLOAD_IN_FLIGHT = 4;
 /** The app downloads part after part (app/src/download.rs, and app/sw.js when it streams). */
 const APP_DOWNLOAD_IN_FLIGHT = 1;
 
-function benchBytes() {
+/** BITSTRATUS_BENCH_BYTES as a number of bytes, or `fallback` when it is not set. */
+export function benchBytes(fallback = DEFAULT_BYTES) {
   const raw = process.env.BITSTRATUS_BENCH_BYTES;
-  if (!raw) return DEFAULT_BYTES;
+  if (!raw) return fallback;
   const match = /^\s*(\d+)\s*(b|kib|mib|gib|kb|mb|gb|k|m|g)?\s*$/i.exec(raw);
   const units = { b: 1, k: 1024, kib: 1024, m: MiB, mib: MiB, g: 1024 * MiB, gib: 1024 * MiB, kb: 1e3, mb: 1e6, gb: 1e9 };
   const bytes = match && Number(match[1]) * units[(match[2] ?? "b").toLowerCase()];
@@ -53,20 +55,25 @@ function benchBytes() {
   return bytes;
 }
 
-const log = (message) => console.error(`bench: ${message}`);
+export const log = (message) => console.error(`bench: ${message}`);
 
-/** A temporary file of `size` random bytes, written in chunks (never all in memory). */
-function randomFile(size) {
+/**
+ * A temporary file of `size` random bytes, written in chunks (never all in memory): its `dir`,
+ * `path` and `sha256` (hex).
+ */
+export function randomFile(size) {
   const dir = mkdtempSync(join(tmpdir(), "bitstratus-bench-"));
   const path = join(dir, "bench.bin");
   const fd = openSync(path, "w");
+  const hash = createHash("sha256");
   for (let written = 0; written < size; ) {
     const chunk = randomBytes(Math.min(16 * MiB, size - written));
+    hash.update(chunk);
     writeSync(fd, chunk);
     written += chunk.length;
   }
   closeSync(fd);
-  return { dir, path };
+  return { dir, path, sha256: hash.digest("hex") };
 }
 
 /** In the page: clicks #upload and times it until the share link (or an error) appears. */
@@ -81,7 +88,7 @@ async function uiUploadInPage(_, { waitFor }) {
 }
 
 /** Uploads the file through the real UI; returns the time and the share link. */
-async function uiUpload(tab, path) {
+export async function uiUpload(tab, path) {
   // The load event can come before the wasm app has mounted its page.
   await tab.waitFor("#file-input");
   await tab.setInputFiles("#file-input", path);
@@ -156,7 +163,7 @@ async function pickBenchFile(tab, path) {
 }
 
 /** In the page: clicks #download and times it until #saved (or an error) appears. */
-async function uiDownloadInPage(_, { waitFor }) {
+export async function uiDownloadInPage(_, { waitFor }) {
   const started = performance.now();
   document.querySelector("#download").click();
   await waitFor("#saved, .error");
@@ -253,4 +260,5 @@ async function main() {
   }
 }
 
-await main();
+// Only when run, not when another benchmark imports the helpers above.
+if (import.meta.url === pathToFileURL(process.argv[1]).href) await main();

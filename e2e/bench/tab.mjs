@@ -12,6 +12,68 @@
 const POLL_TIMEOUT_MS = 600_000;
 
 /**
+ * Request/response bookkeeping for one DevTools session reached through `post(json)`:
+ * `send(method, params)` resolves with the result; `receive(message)` settles the matching
+ * request (returns whether `message` was a response); `fail(error)` rejects whatever is pending.
+ */
+function messenger(post) {
+  let nextId = 0;
+  const pending = new Map();
+  return {
+    send(method, params = {}) {
+      return new Promise((resolve, reject) => {
+        const id = ++nextId;
+        pending.set(id, { resolve, reject, method });
+        Promise.resolve(post(JSON.stringify({ id, method, params }))).catch((error) => {
+          pending.delete(id);
+          reject(error);
+        });
+      });
+    },
+    receive(message) {
+      if (message.id === undefined) return false;
+      const request = pending.get(message.id);
+      if (!request) return true;
+      pending.delete(message.id);
+      if (message.error) request.reject(new Error(`${request.method}: ${message.error.message}`));
+      else request.resolve(message.result);
+      return true;
+    },
+    fail(error) {
+      for (const request of pending.values()) request.reject(error);
+      pending.clear();
+    },
+  };
+}
+
+/**
+ * Attaches to the target `targetId` (a service worker, say) through the browser-level CDP
+ * session `cdp`, enabling nothing: returns `{ send(method, params), detach() }`.
+ */
+export async function attachTarget(cdp, targetId) {
+  const { sessionId } = await cdp.send("Target.attachToTarget", { targetId, flatten: false });
+  const session = messenger((message) => cdp.send("Target.sendMessageToTarget", { sessionId, message }));
+  const onMessage = (event) => {
+    if (event.sessionId === sessionId) session.receive(JSON.parse(event.message));
+  };
+  const onDetached = (event) => {
+    if (event.sessionId !== sessionId) return;
+    cdp.off("Target.receivedMessageFromTarget", onMessage);
+    cdp.off("Target.detachedFromTarget", onDetached);
+    session.fail(new Error(`target ${targetId} went away`));
+  };
+  cdp.on("Target.receivedMessageFromTarget", onMessage);
+  cdp.on("Target.detachedFromTarget", onDetached);
+  return {
+    send: session.send,
+    async detach() {
+      await cdp.send("Target.detachFromTarget", { sessionId }).catch(() => {});
+      onDetached({ sessionId });
+    },
+  };
+}
+
+/**
  * Opens `url` in an uninstrumented tab of `browser` (from `launchBrowser()`); downloads of
  * every tab in the default context go to `downloadDir`.
  */
@@ -20,27 +82,30 @@ export async function openTab(browser, url, { downloadDir } = {}) {
   if (downloadDir) await cdp.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: downloadDir });
   const { targetId } = await cdp.send("Target.createTarget", { url: "about:blank" });
   const { sessionId } = await cdp.send("Target.attachToTarget", { targetId, flatten: false });
-  let nextId = 0;
-  const pending = new Map();
   const problems = [];
+  const page = messenger((message) => cdp.send("Target.sendMessageToTarget", { sessionId, message }));
+  /** The page's dedicated workers (once `trackWorkers()` is called): session id -> messenger. */
+  const workers = new Map();
   cdp.on("Target.receivedMessageFromTarget", (event) => {
     if (event.sessionId !== sessionId) return;
     const message = JSON.parse(event.message);
-    if (message.id !== undefined) {
-      const { resolve, reject, method } = pending.get(message.id);
-      pending.delete(message.id);
-      if (message.error) reject(new Error(`${method}: ${message.error.message}`));
-      else resolve(message.result);
-    } else if (message.method === "Runtime.exceptionThrown") {
+    if (page.receive(message)) return;
+    if (message.method === "Runtime.exceptionThrown") {
       problems.push(message.params.exceptionDetails.exception?.description ?? message.params.exceptionDetails.text);
+    } else if (message.method === "Target.attachedToTarget" && message.params.targetInfo.type === "worker") {
+      const worker = message.params.sessionId;
+      workers.set(
+        worker,
+        messenger((inner) => page.send("Target.sendMessageToTarget", { sessionId: worker, message: inner })),
+      );
+    } else if (message.method === "Target.receivedMessageFromTarget") {
+      workers.get(message.params.sessionId)?.receive(JSON.parse(message.params.message));
+    } else if (message.method === "Target.detachedFromTarget") {
+      workers.get(message.params.sessionId)?.fail(new Error("the worker went away"));
+      workers.delete(message.params.sessionId);
     }
   });
-  const send = (method, params = {}) =>
-    new Promise((resolve, reject) => {
-      const id = ++nextId;
-      pending.set(id, { resolve, reject, method });
-      cdp.send("Target.sendMessageToTarget", { sessionId, message: JSON.stringify({ id, method, params }) }).catch(reject);
-    });
+  const send = page.send;
 
   /**
    * Runs `fn(arg, { waitFor })` in the page (awaiting its promise) and returns its JSON-able
@@ -92,6 +157,16 @@ export async function openTab(browser, url, { downloadDir } = {}) {
     goto,
     setInputFiles,
     problems,
+    /** Sends a DevTools command to the page itself. */
+    send,
+    /**
+     * From now on, attaches (enabling nothing) to the page's dedicated workers, present and
+     * future; `workers()` lists them as `{ send(method, params) }`.
+     */
+    async trackWorkers() {
+      await send("Target.setAutoAttach", { autoAttach: true, waitForDebuggerOnStart: false, flatten: false });
+    },
+    workers: () => [...workers.values()].map(({ send }) => ({ send })),
     async close() {
       await cdp.send("Target.closeTarget", { targetId }).catch(() => {});
       await cdp.detach().catch(() => {});

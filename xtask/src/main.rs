@@ -6,9 +6,10 @@
 //!   its driver, the s3s-fs S3 server, the end-to-end test's npm packages), then run fmt,
 //!   clippy (native and wasm32), docs, the native and in-browser unit tests, and the
 //!   end-to-end tests in headless Chromium.
-//! - `bench NAME` (`server-ingest`, `browser-upload`, `browser-download` or `all`): build what
-//!   the benchmark needs in release mode, run it, and print its one result line
-//!   (`NAME: ratio=R side=value ...`). Benchmarks report speed; nothing asserts it.
+//! - `bench NAME` (`server-ingest`, `browser-upload`, `browser-download`, `browser-crypto`,
+//!   `memory` or `all`): build what the benchmark needs in release mode, run it, and print its
+//!   one result line (`NAME: ratio=R side=value ...`). Benchmarks report speed and memory;
+//!   nothing asserts them.
 //!
 //! It uses only the standard library so that it builds in seconds on a fresh machine.
 
@@ -27,11 +28,20 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// What `cargo xtask bench` runs; `all` runs them in this order.
-const BENCHES: [&str; 3] = ["server-ingest", "browser-upload", "browser-download"];
-/// The browser benchmarks' script. Its name must not look like a test to `node --test`.
+const BENCHES: [&str; 5] = [
+    "server-ingest",
+    "browser-upload",
+    "browser-download",
+    "browser-crypto",
+    "memory",
+];
+/// The browser benchmarks' scripts (run by node with the release server and app) and their
+/// arguments. Their names must not look like tests to `node --test`.
 const BROWSER_BENCH: &str = "e2e/bench/browser.mjs";
+const CRYPTO_BENCH: &str = "e2e/bench/crypto.mjs";
+const MEMORY_BENCH: &str = "e2e/bench/memory.mjs";
 const USAGE: &str = "usage: cargo xtask run [server flags...] | cargo xtask test | \
-cargo xtask bench server-ingest|browser-upload|browser-download|all";
+cargo xtask bench server-ingest|browser-upload|browser-download|browser-crypto|memory|all";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -202,7 +212,7 @@ fn bench(name: &str) -> Result {
         name if BENCHES.contains(&name) => vec![name],
         _ => return Err(USAGE.to_owned()),
     };
-    if names.iter().any(|n| n.starts_with("browser-")) {
+    if names.iter().any(|n| node_bench(n).is_some()) {
         ensure_build_tools()?;
         ensure_browser()?;
         ensure_e2e_packages()?;
@@ -237,20 +247,20 @@ fn bench(name: &str) -> Result {
 /// Runs one benchmark (building it first if cargo does); its progress goes to stderr as it
 /// comes, its standard output is echoed, and its `NAME: ratio=...` line is returned.
 fn run_bench(name: &str) -> Result<String> {
-    let mut command = if name == "server-ingest" {
-        let mut c = Command::new("cargo");
-        c.args(["bench", "-p", "backend", "--bench", "server_ingest"]);
-        c
-    } else {
+    let mut command = if let Some((script, args)) = node_bench(name) {
         let mut c = Command::new("node");
-        c.arg(BROWSER_BENCH)
-            .arg(name.trim_start_matches("browser-"))
+        c.arg(script)
+            .args(args)
             .env(
                 "BITSTRATUS_SERVER",
                 target_dir().join("release/bitstratus-server"),
             )
             .env("BITSTRATUS_STATIC_DIR", root().join("app/dist"))
             .env("CHROMIUM", CHROMIUM);
+        c
+    } else {
+        let mut c = Command::new("cargo");
+        c.args(["bench", "-p", "backend", "--bench", "server_ingest"]);
         c
     };
     let out = command
@@ -265,6 +275,18 @@ fn run_bench(name: &str) -> Result<String> {
     result_line(&stdout, name)
         .map(str::to_owned)
         .ok_or_else(|| format!("{name} printed no `{name}: ratio=...` line"))
+}
+
+/// The node script (and its arguments) of a benchmark that drives the browser against the
+/// release server and app; `None` for the others.
+fn node_bench(name: &str) -> Option<(&'static str, &'static [&'static str])> {
+    match name {
+        "browser-upload" => Some((BROWSER_BENCH, &["upload"])),
+        "browser-download" => Some((BROWSER_BENCH, &["download"])),
+        "browser-crypto" => Some((CRYPTO_BENCH, &[])),
+        "memory" => Some((MEMORY_BENCH, &[])),
+        _ => None,
+    }
 }
 
 /// The one `NAME: ratio=...` line in a benchmark's output.
@@ -419,7 +441,7 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 mod tests {
     use std::path::Path;
 
-    use super::{BROWSER_BENCH, result_line, root, same_packages};
+    use super::{BENCHES, BROWSER_BENCH, node_bench, result_line, root, same_packages};
 
     /// Whether `node --test DIR` would run a file of this name, found under DIR (node 20-22:
     /// `test.*`, `test-*.*`, `*.test.*`, `*-test.*`, `*_test.*` with a js/cjs/mjs extension, and
@@ -464,6 +486,17 @@ mod tests {
             seen += 1;
         }
         assert!(seen > 0, "no benchmark script in {}", bench_dir.display());
+    }
+
+    #[test]
+    fn every_browser_benchmark_has_its_script() {
+        for name in BENCHES {
+            if let Some((script, _)) = node_bench(name) {
+                assert!(root().join(script).is_file(), "{name}: no {script}");
+            }
+        }
+        assert_eq!(node_bench("server-ingest"), None);
+        assert!(node_bench("browser-crypto").is_some() && node_bench("memory").is_some());
     }
 
     #[test]
