@@ -35,13 +35,11 @@ pub(crate) enum Event {
 pub(crate) struct Stream {
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
     frame: web_sys::Element,
-    _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
-    _keep_alive: (i32, Closure<dyn FnMut()>),
+    _handed: HandedOver,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        util::window().clear_interval_with_handle(self._keep_alive.0);
         self.frame.remove();
     }
 }
@@ -59,44 +57,9 @@ pub(crate) struct Job<'a> {
 /// Starts streaming `job` to disk. `Err` when no service worker is available (the caller
 /// then downloads in the page).
 pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
-    let container = util::window().navigator().service_worker();
-    let registration: web_sys::ServiceWorkerRegistration =
-        JsFuture::from(container.ready()?).await?.unchecked_into();
-    let worker = registration.active().ok_or(JsValue::NULL)?;
-
     let (tx, events) = mpsc::unbounded();
-    let (registered_tx, mut registered) = mpsc::unbounded::<()>();
-    let on_message =
-        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |message: web_sys::MessageEvent| {
-            let data = message.data();
-            let get = |key: &str| {
-                Reflect::get(&data, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
-            };
-            let event = match get("type").as_string().as_deref() {
-                Some("registered") => {
-                    let _ = registered_tx.unbounded_send(());
-                    return;
-                }
-                Some("progress") => Event::Progress {
-                    parts: get("part").as_f64().unwrap_or(0.0) as u64,
-                },
-                Some("done") => Event::Done,
-                Some("failed") => Event::Failed {
-                    damaged: get("damaged").is_truthy(),
-                    message: get("message").as_string().unwrap_or_default(),
-                },
-                _ => return,
-            };
-            let _ = tx.unbounded_send(event);
-        });
-    let channel = web_sys::MessageChannel::new()?;
-    channel
-        .port1()
-        .set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-
     let token = hex_token();
-    let message = Object::new();
-    for (key, value) in [
+    let fields = [
         ("type", JsValue::from_str("download")),
         ("token", JsValue::from_str(&token)),
         ("id", JsValue::from_str(job.id)),
@@ -105,13 +68,85 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
         ("partCount", JsValue::from_f64(job.part_count as f64)),
         ("name", JsValue::from_str(job.name)),
         ("size", JsValue::from_f64(job.size as f64)),
-    ] {
-        Reflect::set(&message, &JsValue::from_str(key), &value)?;
+    ];
+    let handed = hand_over(&fields, move |get| {
+        let event = match get("type").as_string().as_deref() {
+            Some("progress") => Event::Progress {
+                parts: get("part").as_f64().unwrap_or(0.0) as u64,
+            },
+            Some("done") => Event::Done,
+            Some("failed") => Event::Failed {
+                damaged: get("damaged").is_truthy(),
+                message: get("message").as_string().unwrap_or_default(),
+            },
+            _ => return,
+        };
+        let _ = tx.unbounded_send(event);
+    })
+    .await?;
+
+    let document = util::window().document().ok_or(JsValue::NULL)?;
+    let frame = document.create_element("iframe")?;
+    frame.set_attribute("hidden", "")?;
+    frame.set_attribute("src", &format!("/stream/{token}"))?;
+    document.body().ok_or(JsValue::NULL)?.append_child(&frame)?;
+    Ok(Stream {
+        events,
+        frame,
+        _handed: handed,
+    })
+}
+
+/// A job the service worker accepted: the page's end of its channel and the keep-alive timer.
+struct HandedOver {
+    _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+    interval: i32,
+    _keep_alive: Closure<dyn FnMut()>,
+}
+
+impl Drop for HandedOver {
+    fn drop(&mut self) {
+        util::window().clear_interval_with_handle(self.interval);
+    }
+}
+
+/// Posts a job made of `fields` to the active service worker with a fresh channel, waits until
+/// the worker confirms it, and keeps the worker alive (Firefox stops one that looks idle after
+/// ~30 s, even mid-stream) until the returned value is dropped. The worker's later messages go
+/// to `on_event`, which reads their fields through the function it is given.
+async fn hand_over(
+    fields: &[(&str, JsValue)],
+    mut on_event: impl FnMut(&dyn Fn(&str) -> JsValue) + 'static,
+) -> Result<HandedOver, JsValue> {
+    let container = util::window().navigator().service_worker();
+    let registration: web_sys::ServiceWorkerRegistration =
+        JsFuture::from(container.ready()?).await?.unchecked_into();
+    let worker = registration.active().ok_or(JsValue::NULL)?;
+
+    let (registered_tx, mut registered) = mpsc::unbounded::<()>();
+    let on_message =
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |message: web_sys::MessageEvent| {
+            let data = message.data();
+            let get = |key: &str| {
+                Reflect::get(&data, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+            };
+            if get("type").as_string().as_deref() == Some("registered") {
+                let _ = registered_tx.unbounded_send(());
+            } else {
+                on_event(&get);
+            }
+        });
+    let channel = web_sys::MessageChannel::new()?;
+    channel
+        .port1()
+        .set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+    let message = Object::new();
+    for (key, value) in fields {
+        Reflect::set(&message, &JsValue::from_str(key), value)?;
     }
     worker.post_message_with_transferable(&message, &Array::of1(&channel.port2()))?;
     registered.next().await.ok_or(JsValue::NULL)?;
 
-    // Firefox stops a service worker that seems idle after ~30 s, even mid-stream.
     let ping = Object::new();
     Reflect::set(
         &ping,
@@ -125,17 +160,10 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
         keep_alive.as_ref().unchecked_ref(),
         10_000,
     )?;
-
-    let document = util::window().document().ok_or(JsValue::NULL)?;
-    let frame = document.create_element("iframe")?;
-    frame.set_attribute("hidden", "")?;
-    frame.set_attribute("src", &format!("/stream/{token}"))?;
-    document.body().ok_or(JsValue::NULL)?.append_child(&frame)?;
-    Ok(Stream {
-        events,
-        frame,
+    Ok(HandedOver {
         _on_message: on_message,
-        _keep_alive: (interval, keep_alive),
+        interval,
+        _keep_alive: keep_alive,
     })
 }
 
@@ -160,25 +188,11 @@ pub(crate) struct MediaJob<'a> {
     pub(crate) mime: &'a str,
 }
 
-/// Hands `job` to the service worker; returns the URL the player should load. The page keeps
-/// pinging the worker from then on, so it is not stopped while the player is paused.
+/// Hands `job` to the service worker; returns the URL the player should load. The worker is
+/// kept alive as long as the page, so the player may resume after any pause.
 pub(crate) async fn register_media(job: &MediaJob<'_>) -> Result<String, JsValue> {
-    let container = util::window().navigator().service_worker();
-    let registration: web_sys::ServiceWorkerRegistration =
-        JsFuture::from(container.ready()?).await?.unchecked_into();
-    let worker = registration.active().ok_or(JsValue::NULL)?;
-    let (registered_tx, mut registered) = mpsc::unbounded::<()>();
-    let on_message =
-        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |_: web_sys::MessageEvent| {
-            let _ = registered_tx.unbounded_send(());
-        });
-    let channel = web_sys::MessageChannel::new()?;
-    channel
-        .port1()
-        .set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     let token = hex_token();
-    let message = Object::new();
-    for (key, value) in [
+    let fields = [
         ("type", JsValue::from_str("media")),
         ("token", JsValue::from_str(&token)),
         ("id", JsValue::from_str(job.id)),
@@ -187,38 +201,16 @@ pub(crate) async fn register_media(job: &MediaJob<'_>) -> Result<String, JsValue
         ("bodySize", JsValue::from_f64(job.body_size as f64)),
         ("size", JsValue::from_f64(job.size as f64)),
         ("mime", JsValue::from_str(job.mime)),
-    ] {
-        Reflect::set(&message, &JsValue::from_str(key), &value)?;
-    }
-    worker.post_message_with_transferable(&message, &Array::of1(&channel.port2()))?;
-    registered.next().await.ok_or(JsValue::NULL)?;
-    on_message.forget();
+    ];
+    std::mem::forget(hand_over(&fields, |_| {}).await?);
     // The player's requests reach the worker only once it controls this page, which on a
     // first visit happens a moment after it activates (it claims its clients then).
+    let container = util::window().navigator().service_worker();
     for _ in 0..100 {
         if container.controller().is_some() {
-            break;
+            return Ok(format!("/media/{token}"));
         }
         util::sleep_ms(50).await;
     }
-    if container.controller().is_none() {
-        return Err(JsValue::NULL);
-    }
-
-    let ping = Object::new();
-    Reflect::set(
-        &ping,
-        &JsValue::from_str("type"),
-        &JsValue::from_str("ping"),
-    )?;
-    let keep_alive = Closure::<dyn FnMut()>::new(move || {
-        let _ = worker.post_message(&ping);
-    });
-    util::window().set_interval_with_callback_and_timeout_and_arguments_0(
-        keep_alive.as_ref().unchecked_ref(),
-        10_000,
-    )?;
-    // Lives as long as the page: the player may resume after any pause.
-    keep_alive.forget();
-    Ok(format!("/media/{token}"))
+    Err(JsValue::NULL)
 }
