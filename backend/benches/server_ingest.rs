@@ -3,17 +3,25 @@
 //!
 //! Uploads one file of `BITSTRATUS_BENCH_BYTES` (default 1 GiB; `4096`, `64MiB`, `1GiB`, ...)
 //! through the HTTP API of the real router served on a loopback socket in this process
-//! (create, `PUT` every part with its real `X-Content-SHA256`, complete), then writes the same
+//! (create, `PUT` every part with its real `X-Content-SHA256`, complete), and writes the same
 //! bytes, cut into the same parts, straight into the same object store with
-//! [`Storage::put_part`], with the same number of parts in flight. It prints one line:
+//! [`Storage::put_part`] (which fsyncs exactly as a part PUT does), with the same number of
+//! parts in flight. It prints one line:
 //!
 //! ```text
-//! server-ingest: ratio=<api/direct> api_MBps=<..> direct_MBps=<..> bytes=<..> parts=<..> in_flight=4
+//! server-ingest: ratio=<api/direct> api_MBps=<..> direct_MBps=<..> bytes=<..> parts=<..> in_flight=4 rounds=<..>
 //! ```
+//!
+//! The two sides run under the same conditions: after an untimed warm-up pass, every pass
+//! starts right after the previous pass's objects were deleted (so each writes into page cache
+//! the kernel has just freed; on a VM whose idle memory is handed back to the host, whichever
+//! side wrote into fresh memory was up to twice as slow, measured), and the rounds alternate
+//! which side goes first. Each figure is the median over `BITSTRATUS_BENCH_ROUNDS` rounds
+//! (default 3).
 //!
 //! MB is 10^6 bytes. Speed is reported, never asserted. Without `--bench` (for example under
 //! `cargo test --benches`) it does a small smoke run instead. Needs free disk in the temp dir
-//! for twice the size (both copies are kept until the end); progress goes to stderr.
+//! for the size once; progress goes to stderr.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,8 +40,13 @@ use sha2::{Digest, Sha256};
 const IN_FLIGHT: usize = 4;
 /// Body size when run by `cargo bench`.
 const DEFAULT_BYTES: u64 = 1 << 30;
-/// Body size of the smoke run (not under `cargo bench`).
+/// Timed rounds when run by `cargo bench`.
+const DEFAULT_ROUNDS: usize = 3;
+/// Body size of the smoke run (not under `cargo bench`), which does one round.
 const SMOKE_BYTES: u64 = 9 << 20;
+/// File id of the direct side's objects: made up, they belong to no row, like an upload's
+/// before complete.
+const DIRECT_ID: &str = "bench-direct-ingest";
 
 /// The body and its cutting: what both sides send.
 struct Body {
@@ -64,6 +77,15 @@ async fn main() {
         Err(_) => SMOKE_BYTES,
     };
     assert!(size > 0, "BITSTRATUS_BENCH_BYTES must be at least 1");
+    let rounds = match std::env::var("BITSTRATUS_BENCH_ROUNDS") {
+        Ok(s) => s
+            .parse::<usize>()
+            .ok()
+            .filter(|&r| r > 0)
+            .expect("BITSTRATUS_BENCH_ROUNDS must be a positive integer"),
+        Err(_) if bench => DEFAULT_ROUNDS,
+        Err(_) => 1,
+    };
 
     let dir = tempfile::tempdir().expect("temp dir");
     eprintln!(
@@ -88,16 +110,38 @@ async fn main() {
         axum::serve(listener, app(state)).await.expect("serve");
     });
 
-    let api = upload_via_api(&format!("http://{addr}/api/v1"), Arc::clone(&body)).await;
-    eprintln!("server-ingest: api    {:.2} s", api.as_secs_f64());
-    let direct = store_directly(storage, Arc::clone(&body)).await;
-    eprintln!("server-ingest: direct {:.2} s", direct.as_secs_f64());
+    let api_base = format!("http://{addr}/api/v1");
+    store_directly(storage.clone(), Arc::clone(&body)).await;
+    delete_objects(&storage, DIRECT_ID).await;
+    eprintln!("server-ingest: warmed up");
+    let (mut api, mut direct) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        for api_side in [round % 2 == 0, round % 2 != 0] {
+            if api_side {
+                let (took, id) = upload_via_api(&api_base, Arc::clone(&body)).await;
+                eprintln!(
+                    "server-ingest: round {round}: api    {:.2} s",
+                    took.as_secs_f64()
+                );
+                delete_objects(&storage, &id).await;
+                api.push(took);
+            } else {
+                let took = store_directly(storage.clone(), Arc::clone(&body)).await;
+                eprintln!(
+                    "server-ingest: round {round}: direct {:.2} s",
+                    took.as_secs_f64()
+                );
+                delete_objects(&storage, DIRECT_ID).await;
+                direct.push(took);
+            }
+        }
+    }
     server.abort();
 
     let mbps = |t: Duration| size as f64 / 1e6 / t.as_secs_f64();
-    let (api_mbps, direct_mbps) = (mbps(api), mbps(direct));
+    let (api_mbps, direct_mbps) = (mbps(median(api)), mbps(median(direct)));
     println!(
-        "server-ingest: ratio={:.3} api_MBps={api_mbps:.1} direct_MBps={direct_mbps:.1} bytes={size} parts={} in_flight={IN_FLIGHT}",
+        "server-ingest: ratio={:.3} api_MBps={api_mbps:.1} direct_MBps={direct_mbps:.1} bytes={size} parts={} in_flight={IN_FLIGHT} rounds={rounds}",
         api_mbps / direct_mbps,
         body.part_count(),
     );
@@ -133,9 +177,15 @@ fn random_body(size: u64) -> Body {
     }
 }
 
+/// The median of some durations (the upper one of the middle two for an even count).
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
 /// Create, `PUT` every part (`IN_FLIGHT` at a time, each on its own task like the server's
-/// connections), complete; returns the time the whole upload took.
-async fn upload_via_api(base: &str, body: Arc<Body>) -> Duration {
+/// connections), complete; returns the time the whole upload took and the file's id.
+async fn upload_via_api(base: &str, body: Arc<Body>) -> (Duration, String) {
     let client = reqwest::Client::builder()
         .no_proxy()
         .pool_max_idle_per_host(IN_FLIGHT)
@@ -188,6 +238,7 @@ async fn upload_via_api(base: &str, body: Arc<Body>) -> Duration {
         done += 1;
         progress("api", done, body.part_count());
     }
+    drop(puts);
 
     expect_ok(
         client
@@ -198,7 +249,7 @@ async fn upload_via_api(base: &str, body: Arc<Body>) -> Duration {
         "complete",
     )
     .await;
-    started.elapsed()
+    (started.elapsed(), id)
 }
 
 /// The same parts into the same store, `IN_FLIGHT` at a time, each on its own task.
@@ -207,8 +258,7 @@ async fn store_directly(storage: Storage, body: Arc<Body>) -> Duration {
     let puts = futures::stream::iter(0..body.part_count()).map(|n| {
         let (storage, body) = (storage.clone(), Arc::clone(&body));
         tokio::spawn(async move {
-            // A made-up file id: these objects belong to no row, like an upload's before complete.
-            let key = part_key("bench-direct-ingest-0000", n);
+            let key = part_key(DIRECT_ID, n);
             let outcome = storage
                 .put_part(&key, body.part(n), &body.hashes[n as usize])
                 .await
@@ -224,6 +274,19 @@ async fn store_directly(storage: Storage, body: Arc<Body>) -> Duration {
         progress("direct", done, body.part_count());
     }
     started.elapsed()
+}
+
+/// Deletes every object of file `id` (the API side's rows stay: nothing reads them again).
+async fn delete_objects(storage: &Storage, id: &str) {
+    let started = Instant::now();
+    let deleted = storage
+        .delete_file_objects(id)
+        .await
+        .unwrap_or_else(|e| panic!("deleting the objects of {id}: {e}"));
+    eprintln!(
+        "server-ingest: deleted {deleted} objects in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// The response body of a 2xx answer; panics with the server's answer otherwise.

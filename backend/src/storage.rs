@@ -3,18 +3,28 @@
 //! Objects are immutable: a part is written with create-only semantics, so an existing object
 //! is never overwritten with different bytes. On local disk the file and its directories are
 //! fsynced before a part is acknowledged.
+//!
+//! A part arriving over HTTP goes through a [`PartWriter`], which hashes it as it arrives.
+//! On local disk the writer also writes it, as it arrives, to a private staging file beside
+//! the object (`<object>#<n>`, a name the store never lists), so the disk write overlaps the
+//! network and no part is ever held in memory whole; only after the whole body is there and
+//! its hash checked does [`PartWriter::commit`] give it its name, create-only and durably.
+//! Elsewhere the writer keeps the part in memory and stores it with one create-only PUT.
 
+use std::io::{ErrorKind, Write as _};
 use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{GetOptions, ObjectStore, PutMode, PutPayload};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
 
 use crate::config::{Config, StorageKind};
 use crate::error::ApiError;
@@ -107,6 +117,44 @@ impl Storage {
         self.local_root.as_deref()
     }
 
+    /// Starts receiving the part of `len` bytes to be stored under `key`; see [`PartWriter`].
+    /// On local disk the staging file is created in the background: the first bytes can
+    /// arrive meanwhile.
+    pub fn part_writer(&self, key: &Path, len: usize) -> PartWriter {
+        let sink = match &self.local_root {
+            Some(root) => {
+                let path = self.local_path(root, key);
+                Sink::Staged(Staged {
+                    opening: Some(tokio::task::spawn_blocking(move || create_staging(&path))),
+                    idle: None,
+                    busy: None,
+                    batch: Vec::new(),
+                    batch_len: 0,
+                    staging: None,
+                    root: root.clone(),
+                })
+            }
+            None => Sink::Buffer(BytesMut::with_capacity(len)),
+        };
+        PartWriter {
+            storage: self.clone(),
+            key: key.clone(),
+            len: 0,
+            hasher: Sha256::new(),
+            digest: None,
+            sink,
+        }
+    }
+
+    /// The local file of `key` under `root`.
+    fn local_path(&self, root: &std::path::Path, key: &Path) -> PathBuf {
+        let mut path = root.to_path_buf();
+        for part in key.parts() {
+            path.push(part.as_ref());
+        }
+        path
+    }
+
     /// Stores a part's bytes under `key` without ever replacing different bytes. `sha256` is
     /// the hash of `data`, used to recognise an identical existing object (a retried upload).
     ///
@@ -171,21 +219,10 @@ impl Storage {
         let Some(root) = self.local_root.clone() else {
             return Ok(());
         };
-        let mut path = root.clone();
-        for part in key.parts() {
-            path.push(part.as_ref());
-        }
+        let path = self.local_path(&root, key);
         tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::File::open(&path)?.sync_all()?;
-            let mut dir = path.parent();
-            while let Some(d) = dir {
-                std::fs::File::open(d)?.sync_all()?;
-                if d == root {
-                    break;
-                }
-                dir = d.parent();
-            }
-            Ok(())
+            sync_dirs(&path, &root)
         })
         .await
         .map_err(ApiError::internal)??;
@@ -235,7 +272,9 @@ impl Storage {
         }
     }
 
-    /// Deletes every object of file `id`; returns how many were deleted.
+    /// Deletes every object of file `id`; returns how many were deleted. On local disk it also
+    /// removes the file's staging files: a PUT still receiving a part of this (deleted) file
+    /// then answers 404, and one a crash cut short leaves nothing behind for good.
     pub async fn delete_file_objects(&self, id: &str) -> Result<u64, ApiError> {
         let prefix = file_prefix(id);
         let keys: Vec<Path> = self
@@ -248,6 +287,12 @@ impl Storage {
         for key in keys {
             self.delete(&key).await?;
             deleted += 1;
+        }
+        if let Some(root) = self.local_root.clone() {
+            let dir = self.local_path(&root, &prefix);
+            tokio::task::spawn_blocking(move || remove_staging_files(&dir, &root))
+                .await
+                .map_err(ApiError::internal)??;
         }
         Ok(deleted)
     }
@@ -263,5 +308,319 @@ impl Storage {
             .await?;
         keys.sort();
         Ok(keys)
+    }
+}
+
+/// A part being received (see the module docs): feed it the body with [`PartWriter::write`],
+/// then [`PartWriter::finish`] for the SHA-256 of everything written, then, if that is the
+/// hash announced, [`PartWriter::commit`]. Dropped before `commit`, it leaves nothing behind.
+///
+/// The caller enforces the size. Memory: on local disk at most two batches of
+/// [`WRITE_BATCH`] bytes (one being written, one being gathered) plus a chunk; elsewhere the
+/// part itself.
+#[derive(Debug)]
+pub struct PartWriter {
+    storage: Storage,
+    key: Path,
+    len: u64,
+    /// Hashes every chunk as it arrives, on the request's task, while the previous batch is
+    /// being written on the blocking pool (measured faster than hashing there too).
+    hasher: Sha256,
+    digest: Option<[u8; 32]>,
+    sink: Sink,
+}
+
+/// Bytes gathered before they are handed to the blocking pool to be written.
+pub const WRITE_BATCH: usize = 512 << 10;
+
+#[derive(Debug)]
+enum Sink {
+    /// A remote (or test) store: the part in memory, stored with one create-only PUT.
+    Buffer(BytesMut),
+    /// Local disk: a staging file, written on the blocking pool as the body arrives.
+    Staged(Staged),
+}
+
+type Opening = JoinHandle<std::io::Result<(std::fs::File, PathBuf)>>;
+
+#[derive(Debug)]
+struct Staged {
+    /// The staging file being created, until the first write waits for it.
+    opening: Option<Opening>,
+    /// The staging file, while no write is in flight.
+    idle: Option<std::fs::File>,
+    /// The write in flight, which hands the file back.
+    busy: Option<JoinHandle<std::io::Result<std::fs::File>>>,
+    /// Chunks not yet handed to a write.
+    batch: Vec<Bytes>,
+    batch_len: usize,
+    /// The staging file's path, once created and until it is linked or removed.
+    staging: Option<PathBuf>,
+    root: PathBuf,
+}
+
+impl PartWriter {
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Takes the next piece of the body.
+    pub async fn write(&mut self, chunk: Bytes) -> Result<(), ApiError> {
+        self.len += chunk.len() as u64;
+        self.hasher.update(&chunk);
+        match &mut self.sink {
+            Sink::Buffer(buf) => buf.extend_from_slice(&chunk),
+            Sink::Staged(staged) => {
+                staged.batch_len += chunk.len();
+                staged.batch.push(chunk);
+                if staged.batch_len >= WRITE_BATCH {
+                    staged.flush().await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until everything written is in the staging file (on local disk) and returns the
+    /// SHA-256 of it all.
+    pub async fn finish(&mut self) -> Result<[u8; 32], ApiError> {
+        if let Some(digest) = self.digest {
+            return Ok(digest);
+        }
+        if let Sink::Staged(staged) = &mut self.sink {
+            staged.flush().await?;
+            let file = staged.settle().await?;
+            staged.idle = Some(file);
+        }
+        let digest: [u8; 32] = std::mem::take(&mut self.hasher).finalize().into();
+        self.digest = Some(digest);
+        Ok(digest)
+    }
+
+    /// Stores the part under its key like [`Storage::put_part`]: never over different bytes,
+    /// and durable (file and directories fsynced on local disk) before it returns.
+    pub async fn commit(mut self) -> Result<PutOutcome, ApiError> {
+        let digest = self.finish().await?;
+        let staged = match &mut self.sink {
+            Sink::Buffer(buf) => {
+                let data = std::mem::take(buf).freeze();
+                return self.storage.put_part(&self.key, data, &digest).await;
+            }
+            Sink::Staged(staged) => staged,
+        };
+        let (Some(file), Some(staging)) = (staged.idle.take(), staged.staging.take()) else {
+            return Err(ApiError::internal("part writer committed without its file"));
+        };
+        let root = staged.root.clone();
+        let path = self.storage.local_path(&root, &self.key);
+        let linked = tokio::task::spawn_blocking(move || link_staged(file, &staging, &path, &root))
+            .await
+            .map_err(ApiError::internal)??;
+        match linked {
+            Linked::Created => return Ok(PutOutcome::Created),
+            // Only the purge of a deleted file removes staging files.
+            Linked::StagingGone => return Err(ApiError::NotFound),
+            Linked::Exists => {}
+        }
+        let outcome = self.storage.existing(&self.key, &digest).await?;
+        if outcome != PutOutcome::Conflict {
+            self.storage.sync(&self.key).await?;
+        }
+        Ok(outcome)
+    }
+}
+
+impl Staged {
+    /// Hands the gathered chunks to the blocking pool, once the previous write is done.
+    async fn flush(&mut self) -> Result<(), ApiError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let mut file = self.settle().await?;
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_len = 0;
+        self.busy = Some(tokio::task::spawn_blocking(move || {
+            for chunk in &batch {
+                file.write_all(chunk)?;
+            }
+            Ok(file)
+        }));
+        Ok(())
+    }
+
+    /// Waits for the staging file to exist and for the write in flight, if any; takes the file.
+    async fn settle(&mut self) -> Result<std::fs::File, ApiError> {
+        if let Some(opening) = self.opening.take() {
+            let (file, staging) = opening.await.map_err(ApiError::internal)??;
+            self.staging = Some(staging);
+            self.idle = Some(file);
+        }
+        if let Some(busy) = self.busy.take() {
+            self.idle = Some(busy.await.map_err(ApiError::internal)??);
+        }
+        self.idle
+            .take()
+            .ok_or_else(|| ApiError::internal("part writer lost its file after a failed write"))
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        // A write still in flight keeps the file open: removing the name is enough, the space
+        // is freed when that write ends. A file still being created is removed once it is.
+        let root = self.root.clone();
+        match (self.opening.take(), self.staging.take()) {
+            (None, None) => {}
+            (None, Some(staging)) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    drop(runtime.spawn_blocking(move || remove_staging(&staging, &root)))
+                }
+                Err(_) => remove_staging(&staging, &root),
+            },
+            (Some(opening), _) => {
+                // Only a runtime could have started the creation, so there is one to finish it.
+                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                    runtime.spawn(async move {
+                        if let Ok(Ok((file, staging))) = opening.await {
+                            drop(file);
+                            let _ = tokio::task::spawn_blocking(move || {
+                                remove_staging(&staging, &root)
+                            })
+                            .await;
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Removes a staging file, then its directories while empty.
+fn remove_staging(staging: &std::path::Path, root: &std::path::Path) {
+    let _ = std::fs::remove_file(staging);
+    remove_empty_dirs(staging, root);
+}
+
+/// Creates a new staging file `<path>#<n>` (the smallest free n) and any missing directories.
+fn create_staging(path: &std::path::Path) -> std::io::Result<(std::fs::File, PathBuf)> {
+    let mut n = 1u32;
+    loop {
+        let mut staging = path.as_os_str().to_owned();
+        staging.push(format!("#{n}"));
+        let staging = PathBuf::from(staging);
+        match std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&staging)
+        {
+            Ok(file) => return Ok((file, staging)),
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => n += 1,
+            // A directory is missing (or was just removed as empty): create it, try again.
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                let parent = path.parent().ok_or(e)?;
+                std::fs::create_dir_all(parent)?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What [`link_staged`] did.
+enum Linked {
+    /// The staging file is now the object.
+    Created,
+    /// An object already had that name; nothing changed.
+    Exists,
+    /// The staging file was removed meanwhile (its file was purged); nothing changed.
+    StagingGone,
+}
+
+/// Makes the staging file durable, then gives it its name only if the name is free, and makes
+/// that durable too. The staging name is removed in every case.
+fn link_staged(
+    file: std::fs::File,
+    staging: &std::path::Path,
+    path: &std::path::Path,
+    root: &std::path::Path,
+) -> std::io::Result<Linked> {
+    // The data first: a name that survives a crash then always has all of its bytes.
+    let synced = file.sync_all();
+    drop(file);
+    let linked = synced.and_then(|()| std::fs::hard_link(staging, path));
+    let _ = std::fs::remove_file(staging);
+    match linked {
+        Ok(()) => {
+            sync_dirs(path, root)?;
+            Ok(Linked::Created)
+        }
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(Linked::Exists),
+        Err(e) => {
+            remove_empty_dirs(staging, root);
+            if e.kind() == ErrorKind::NotFound {
+                Ok(Linked::StagingGone)
+            } else {
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Whether `name` is a staging file's (`<object>#<digits>`, never listed by the store).
+fn is_staging_name(name: &str) -> bool {
+    name.split_once('#')
+        .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Removes the staging files directly in `dir`, then `dir` and its parents below `root` while
+/// empty. A missing `dir` is fine.
+fn remove_staging_files(dir: &std::path::Path, root: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_str().is_some_and(is_staging_name) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    // `remove_empty_dirs` starts at the parent of what it is given.
+    remove_empty_dirs(&dir.join("_"), root);
+    Ok(())
+}
+
+/// Fsyncs each directory from `path`'s parent up to `root`, so new entries survive a crash.
+fn sync_dirs(path: &std::path::Path, root: &std::path::Path) -> std::io::Result<()> {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        std::fs::File::open(d)?.sync_all()?;
+        if d == root {
+            break;
+        }
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+/// Removes `path`'s parent directories below `root` while they are empty, as the store's
+/// automatic cleanup does after a delete.
+fn remove_empty_dirs(path: &std::path::Path, root: &std::path::Path) {
+    let mut dir = path.parent();
+    while let Some(d) = dir {
+        if d == root || !d.starts_with(root) || std::fs::remove_dir(d).is_err() {
+            break;
+        }
+        dir = d.parent();
     }
 }

@@ -5,10 +5,8 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use bytes::BytesMut;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use super::manage::ManageInfo;
 use super::{Json, Path, owner_file, part_number};
@@ -213,9 +211,11 @@ fn announced_hash(headers: &HeaderMap) -> Result<[u8; 32], ApiError> {
 
 /// `PUT /api/v1/files/{id}/parts/{n}`: stores one part.
 ///
-/// The body is streamed and capped at the layout's exact size for part n, hashed while read,
-/// and only then stored (create-only, fsynced on local disk) and recorded. A body that is
-/// short, long, cut off or mis-hashed leaves no object and no row behind.
+/// The body is streamed and capped at the layout's exact size for part n, hashed while read
+/// (and on local disk written to a staging file as it arrives, see [`crate::storage`]), and
+/// only once whole and hash-checked stored under its name (create-only, fsynced on local
+/// disk) and recorded. A body that is short, long, cut off or mis-hashed leaves no object and
+/// no row behind.
 pub(crate) async fn put_part(
     State(state): State<AppState>,
     Path((id, n)): Path<(String, String)>,
@@ -248,52 +248,57 @@ pub(crate) async fn put_part(
         }
     }
 
-    // One part is buffered in memory: it is at most --max-part-size (checked at create), which
-    // keeps the storage write a single create-only PUT and the hash check before any write.
-    // A permit is taken first, without queueing, and held until the buffer is stored and
-    // dropped: at most --max-concurrent-parts buffers exist at once, so part buffers never use
-    // more than max_concurrent_parts × max_part_size of memory. A refused client retries (the
-    // answer carries Retry-After), which is cheaper than holding its connection in a queue.
+    // A part in progress holds at most --max-part-size (checked at create) of memory or, on
+    // local disk, of staging file; it gets a name in the store only once whole and checked.
+    // A permit is taken first, without queueing, and held until the part is stored or dropped:
+    // at most --max-concurrent-parts are in progress at once, so they never hold more than
+    // max_concurrent_parts × max_part_size. A refused client retries (the answer carries
+    // Retry-After), which is cheaper than holding its connection in a queue.
     let _permit = state
         .part_permits
         .clone()
         .try_acquire_owned()
         .map_err(|_| ApiError::ServerBusy)?;
+    let key = part_key(&id, n);
     let cap = usize::try_from(expected).map_err(ApiError::internal)?;
-    let mut buf = BytesMut::with_capacity(cap);
-    let mut hasher = Sha256::new();
+    let mut part = state.storage.part_writer(&key, cap);
     let mut stream = body.into_data_stream();
     // The idle timer restarts with every chunk: a slow but steady client is fine, a stalled one
     // would otherwise hold its permit and buffer forever. Returning drops what was read.
     let idle = state.config.part_idle_timeout;
-    loop {
-        let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
-            tracing::info!(%id, n, ?idle, "part body stalled; abandoned");
-            return Err(ApiError::Timeout { n, idle });
-        };
-        let Some(chunk) = next else { break };
-        let got = buf.len() as u64;
-        // A body error is the client going away mid-part: a truncated upload.
-        let chunk = chunk.map_err(|_| ApiError::PartSizeMismatch { n, expected, got })?;
-        if got + chunk.len() as u64 > expected {
-            return Err(ApiError::PartTooLarge { n, expected });
+    let read_body = async {
+        loop {
+            let Ok(next) = tokio::time::timeout(idle, stream.next()).await else {
+                tracing::info!(%id, n, ?idle, "part body stalled; abandoned");
+                return Err(ApiError::Timeout { n, idle });
+            };
+            let Some(chunk) = next else { break };
+            let got = part.len();
+            // A body error is the client going away mid-part: a truncated upload.
+            let chunk = chunk.map_err(|_| ApiError::PartSizeMismatch { n, expected, got })?;
+            if got + chunk.len() as u64 > expected {
+                return Err(ApiError::PartTooLarge { n, expected });
+            }
+            part.write(chunk).await?;
         }
-        hasher.update(&chunk);
-        buf.extend_from_slice(&chunk);
-    }
-    let got = buf.len() as u64;
+        Ok(())
+    };
+    // Whether the part is already recorded (a retry) is looked up while the body arrives.
+    let (recorded, ()) = tokio::try_join!(state.db.get_part(&id, n), read_body)?;
+    let got = part.len();
     if got != expected {
         return Err(ApiError::PartSizeMismatch { n, expected, got });
     }
-    let digest: [u8; 32] = hasher.finalize().into();
+    let digest = part.finish().await?;
     if digest != want {
         return Err(ApiError::HashMismatch);
     }
     let ack = || axum::Json(PartAck { part: n, size: got });
 
     // A retry of a part already recorded: same bytes are fine, different bytes are refused
-    // (they would mean a nonce reused for other plaintext).
-    if let Some(row) = state.db.get_part(&id, n).await? {
+    // (they would mean a nonce reused for other plaintext). A row recorded meanwhile by a
+    // concurrent PUT is caught below: the store then holds an object under this key.
+    if let Some(row) = recorded {
         return if row.sha256 == digest {
             Ok(ack())
         } else {
@@ -301,8 +306,7 @@ pub(crate) async fn put_part(
         };
     }
 
-    let key = part_key(&id, n);
-    let created = match state.storage.put_part(&key, buf.freeze(), &digest).await? {
+    let created = match part.commit().await? {
         PutOutcome::Conflict => return Err(ApiError::PartConflict(n)),
         PutOutcome::Created => true,
         PutOutcome::AlreadyStored => false,

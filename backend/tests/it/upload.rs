@@ -749,3 +749,193 @@ async fn retried_put_racing_delete_and_purge_leaves_no_orphan() {
     assert!(t.objects(&up.id).await.is_empty());
     assert_eq!(t.files_on_disk(&up.id), Vec::<std::path::PathBuf>::new());
 }
+
+/// Waits (up to 10 s) until `check` holds: staging files are removed in the background.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether a path on disk is a staging file (`<object>#<n>`).
+fn is_staging(path: &std::path::Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.contains('#'))
+}
+
+#[tokio::test]
+async fn large_parts_stream_to_disk_in_small_chunks() {
+    // Parts of several write batches, sent in uneven chunks, some tiny.
+    let part = 3 * backend::storage::WRITE_BATCH as u64 + 12_345;
+    let t = TestApp::new().await;
+    let up = t
+        .create(Spec {
+            size: 2 * part + 1000,
+            first_part_size: part,
+            part_size: part,
+            ..Spec::default()
+        })
+        .await;
+    for n in 0..up.part_count {
+        let bytes = up.part(n);
+        let mut chunks = Vec::new();
+        let mut rest = &bytes[..];
+        for size in [1, 7, 65_536, 200_000, 1_000_000].into_iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (head, tail) = rest.split_at(size.min(rest.len()));
+            chunks.push(Ok::<_, std::io::Error>(Bytes::copy_from_slice(head)));
+            rest = tail;
+        }
+        t.send(put_streamed(&up, n, futures::stream::iter(chunks)))
+            .await
+            .expect(200, None);
+        assert_eq!(stored(&t, &up, n).await, bytes);
+    }
+    let on_disk = t.files_on_disk(&up.id);
+    assert_eq!(on_disk.len(), 3, "{on_disk:?}");
+    assert!(!on_disk.iter().any(|p| is_staging(p)), "{on_disk:?}");
+    t.complete(&up).await.expect(200, None);
+}
+
+#[tokio::test]
+async fn refused_bodies_leave_no_file_on_disk() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    let full = up.part(0);
+
+    // Cut off by a body error, too long, and mis-hashed: each after the staging file exists.
+    let cut = vec![
+        Ok(Bytes::copy_from_slice(&full[..60])),
+        Err(std::io::Error::other("connection reset")),
+    ];
+    t.send(put_streamed(&up, 0, futures::stream::iter(cut)))
+        .await
+        .expect(400, Some("part_size_mismatch"));
+    let mut long = full.clone();
+    long.push(0);
+    t.put_raw(&up.id, &up.owner, 0, long)
+        .await
+        .expect(413, Some("part_too_large"));
+    let req = Request::put(format!("/api/v1/files/{}/parts/0", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.owner))
+        .header("x-content-sha256", sha256_hex(b"other bytes"))
+        .body(Body::from(full))
+        .unwrap();
+    t.send(req).await.expect(400, Some("hash_mismatch"));
+
+    assert!(t.objects(&up.id).await.is_empty());
+    eventually("refused bodies left files behind", || {
+        t.files_on_disk(&up.id).is_empty()
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn concurrent_puts_of_one_part_store_one_object() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+
+    // The same bytes twice at once: both acknowledged, one object.
+    let (a, b) = tokio::join!(t.put_part(&up, 1), t.put_part(&up, 1));
+    a.expect(200, None);
+    b.expect(200, None);
+    assert_eq!(stored(&t, &up, 1).await, up.part(1));
+
+    // Different bytes at once, each with its own hash: exactly one is stored, the other is a
+    // conflict, whichever wins.
+    let other = random_bytes(up.part(2).len());
+    let (a, b) = tokio::join!(
+        t.put_part(&up, 2),
+        t.put_raw(&up.id, &up.owner, 2, other.clone())
+    );
+    let stored_2 = stored(&t, &up, 2).await;
+    match (a.status.as_u16(), b.status.as_u16()) {
+        (200, 409) => assert_eq!(stored_2, up.part(2)),
+        (409, 200) => assert_eq!(stored_2, other),
+        other => panic!("expected one 200 and one 409, got {other:?}"),
+    }
+
+    eventually("staging files left behind", || {
+        let on_disk = t.files_on_disk(&up.id);
+        on_disk.len() == 2 && !on_disk.iter().any(|p| is_staging(p))
+    })
+    .await;
+}
+
+/// A PUT still receiving a part when the owner deletes the file and the purge runs: the purge
+/// removes its staging file, and the PUT answers 404 and leaves nothing.
+#[tokio::test]
+async fn put_whose_staging_file_is_purged_mid_body_is_404() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let req = put_streamed(
+        &up,
+        0,
+        held_body(&up, 0, 10, async move {
+            let _ = released.await;
+        }),
+    );
+    let app = t.app.clone();
+    let put = tokio::spawn(async move { send(&app, req).await });
+    eventually("the PUT never created its staging file", || {
+        t.files_on_disk(&up.id).iter().any(|p| is_staging(p))
+    })
+    .await;
+
+    t.call(
+        Method::DELETE,
+        &format!("/api/v1/files/{}", up.id),
+        Some(&up.owner),
+        None,
+    )
+    .await
+    .expect(204, None);
+    backend::gc::run_once(&t.state).await.unwrap();
+    assert_eq!(t.files_on_disk(&up.id), Vec::<std::path::PathBuf>::new());
+
+    release.send(()).unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(10), put)
+        .await
+        .expect("the released PUT must answer")
+        .unwrap();
+    r.expect(404, Some("not_found"));
+    assert_eq!(t.files_on_disk(&up.id), Vec::<std::path::PathBuf>::new());
+    assert!(
+        !t.state
+            .config
+            .objects_dir()
+            .join("files")
+            .join(&up.id)
+            .exists()
+    );
+}
+
+/// Staging files a crash left behind are never listed as objects, and the file's purge
+/// removes them with its directory.
+#[tokio::test]
+async fn purge_removes_leftover_staging_files() {
+    let t = TestApp::new().await;
+    let up = t.create(Spec::default()).await;
+    t.put_part(&up, 0).await.expect(200, None);
+    let dir = t.state.config.objects_dir().join("files").join(&up.id);
+    std::fs::write(dir.join("00000001#3"), b"half a part").unwrap();
+    assert_eq!(t.objects(&up.id).await, [part_key(&up.id, 0).to_string()]);
+
+    t.call(
+        Method::DELETE,
+        &format!("/api/v1/files/{}", up.id),
+        Some(&up.owner),
+        None,
+    )
+    .await
+    .expect(204, None);
+    backend::gc::run_once(&t.state).await.unwrap();
+    assert!(!dir.exists(), "{:?}", t.files_on_disk(&up.id));
+}
