@@ -84,16 +84,7 @@ fn run(server_args: &[String]) -> Result {
         .unwrap_or(server_args);
     ensure_build_tools()?;
     build_app()?;
-    step("build the server", || {
-        cargo(&[
-            "build",
-            "--release",
-            "-p",
-            "backend",
-            "--bin",
-            "bitstratus-server",
-        ])
-    })?;
+    build_release_server()?;
     let server = target_dir().join("release/bitstratus-server");
     println!("BitStratus is starting on http://127.0.0.1:8080 (data in ./data; Ctrl-C stops it)");
     let status = Command::new(server)
@@ -217,16 +208,7 @@ fn bench(name: &str) -> Result {
         ensure_browser()?;
         ensure_e2e_packages()?;
         build_app()?;
-        step("build the release server", || {
-            cargo(&[
-                "build",
-                "--release",
-                "-p",
-                "backend",
-                "--bin",
-                "bitstratus-server",
-            ])
-        })?;
+        build_release_server()?;
     }
     let mut results = Vec::new();
     for name in names {
@@ -294,6 +276,20 @@ fn result_line<'a>(stdout: &'a str, name: &str) -> Option<&'a str> {
     stdout.lines().find(|l| {
         l.strip_prefix(name)
             .is_some_and(|rest| rest.starts_with(": ratio="))
+    })
+}
+
+/// Builds the release server binary (`run` serves with it, the benchmarks measure it).
+fn build_release_server() -> Result {
+    step("build the release server", || {
+        cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "backend",
+            "--bin",
+            "bitstratus-server",
+        ])
     })
 }
 
