@@ -1,13 +1,15 @@
 // The download service worker: streams a file from the server, decrypting it on the way, into
 // the browser's download manager, so a download of any size needs only a few MiB of memory.
 //
-// The download page posts a job ({token, id, ticket, ikm, partCount, name, size, mime}) with a
-// MessagePort, then opens /stream/<token> in a hidden frame. This worker answers that request
-// with a ReadableStream that fetches parts with the ticket (a few ahead), decrypts them in
-// order (`StreamDecryptor` from the worker bundle: WebCrypto, else wasm) and enqueues the
-// plaintext. Progress,
-// success and failure go back through the port. A truncated or tampered body errors the
-// stream, so the browser marks the download failed instead of saving a damaged file.
+// The download page posts a job ({token, id, ticket, ikm, partCount, bodySize, firstPartSize,
+// partSize, name, size}) with a MessagePort, then opens /stream/<token> in a hidden frame. This
+// worker answers that request with a ReadableStream that fetches parts with the ticket (a few
+// ahead), decrypts them in order (`StreamDecryptor` from the worker bundle: WebCrypto, else
+// wasm) and enqueues each part's plaintext (large writes, ~4 MiB). A dropped connection or a
+// server restart does not end the download: the part continues from the last byte received
+// (see `fetchPart`). Progress, retries, success and failure go back through the port. A
+// truncated or tampered body errors the stream, so the browser marks the download failed
+// instead of saving a damaged file.
 //
 // It also plays audio and video in the page: the page registers a media job and points a
 // player at /media/<token>; each range request is answered from the records it covers.
@@ -60,25 +62,65 @@ function disposition(name) {
   return `attachment; filename="download"; filename*=UTF-8''${encoded}`;
 }
 
-async function fetchPart(job, n) {
+/** A part that fails this long without receiving a single byte ends the download. */
+const GIVE_UP_MS = 10 * 60_000;
+
+/** `[start, end)` of part `n` within the ciphertext body (docs/API.md, "Parts"). */
+function partRange(job, n) {
+  const start = n === 0 ? 0 : job.firstPartSize + (n - 1) * job.partSize;
+  const end = Math.min(n === 0 ? job.firstPartSize : start + job.partSize, job.bodySize);
+  return [start, end];
+}
+
+/** An error that retrying cannot fix; `damaged` when the server sent wrong bytes. */
+const final = (message, damaged) => Object.assign(new Error(message), { final: true, network: !damaged });
+
+/**
+ * Fetches part `n` whole, resiliently: the bytes are kept as they arrive, and after a dropped
+ * connection, a server restart or a 5xx the rest is asked for with a byte range from where it
+ * stopped (the part's records are verified once complete, so nothing received is wasted or
+ * trusted early). It retries with backoff (0.5 s doubling to 30 s) for as long as bytes keep
+ * coming, and gives up after GIVE_UP_MS without any; `report` hears of each retry.
+ */
+async function fetchPart(job, n, report) {
+  const [start, end] = partRange(job, n);
+  const part = new Uint8Array(end - start);
+  let received = 0;
   let delay = 500;
+  let progressAt = Date.now();
   for (let attempt = 1; ; attempt++) {
     try {
-      const response = await fetch(`/api/v1/files/${job.id}/parts/${n}`, {
-        headers: { Authorization: `Bearer ${job.ticket}` },
-        cache: "no-store",
-      });
-      if (response.ok) return new Uint8Array(await response.arrayBuffer());
-      if (response.status < 500 && response.status !== 408 && response.status !== 429) {
-        throw Object.assign(new Error(`the server refused part ${n + 1} (HTTP ${response.status})`), {
-          final: true,
-          network: true,
-        });
+      const resumed = received > 0;
+      const headers = { Authorization: `Bearer ${job.ticket}` };
+      if (resumed) headers.Range = `bytes=${start + received}-${end - 1}`;
+      const url = resumed ? `/api/v1/files/${job.id}/content` : `/api/v1/files/${job.id}/parts/${n}`;
+      const response = await fetch(url, { headers, cache: "no-store" });
+      if (response.status === (resumed ? 206 : 200)) {
+        const reader = response.body.getReader();
+        for (;;) {
+          const { done, value } = await reader.read();
+          if (done) break;
+          if (received + value.length > part.length) throw final(`part ${n + 1} is longer than its file says`, true);
+          part.set(value, received);
+          received += value.length;
+          progressAt = Date.now();
+          delay = 500;
+        }
+        // A body that ends cleanly was cut by the server itself (a dropped one errors above).
+        if (received < part.length) throw final(`part ${n + 1} is shorter than its file says`, true);
+        if (attempt > 1) report({ type: "resumed" });
+        return part;
+      } else if (response.status < 500 && response.status !== 408 && response.status !== 429) {
+        throw final(`the server refused part ${n + 1} (HTTP ${response.status})`, false);
       }
     } catch (error) {
       if (error.final) throw error;
-      if (attempt >= 8) throw Object.assign(new Error(`part ${n + 1} could not be fetched`), { network: true });
+      // A dropped connection or a server that is not there: try again below.
     }
+    if (Date.now() - progressAt >= GIVE_UP_MS) {
+      throw Object.assign(new Error(`part ${n + 1} could not be fetched for ${GIVE_UP_MS / 60_000} minutes`), { network: true });
+    }
+    report({ type: "retrying", part: n, attempt, delay });
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 30_000);
   }
@@ -92,16 +134,16 @@ async function respond(job) {
   const decryptor = new wasm_bindgen.StreamDecryptor(job.ikm);
   const fetches = [];
   let next = 0;
+  const report = (message) => job.port?.postMessage(message);
   const fetchAhead = () => {
     while (next < job.partCount && fetches.length < PREFETCH) {
-      const part = fetchPart(job, next++);
+      const part = fetchPart(job, next++, report);
       part.catch(() => {}); // Awaited in order below; this only silences an abandoned one.
       fetches.push(part);
     }
   };
   let done = 0;
   let written = 0;
-  const report = (message) => job.port?.postMessage(message);
   const stream = new ReadableStream(
     {
       async pull(controller) {

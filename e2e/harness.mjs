@@ -4,7 +4,7 @@
 
 import { spawn } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -137,4 +137,77 @@ export function filesUnder(dir) {
 /** The stored files under `dir` that contain `needle` (a Buffer), as paths. */
 export function filesContaining(dir, needle) {
   return filesUnder(dir).filter((path) => readFileSync(path).includes(needle));
+}
+
+/**
+ * A TCP proxy in front of `target` (an origin such as the server's) that plays a bad network:
+ * it limits the speed of responses to `bytesPerSecond` (all connections together), records
+ * each request's head, and on `cutMidResponse(bytes, pathPrefix)` drops the first connection
+ * whose response to a request for a path under `pathPrefix` passes `bytes`, mid-body, as a
+ * lost connection would. The browser talks to `origin`, a different port of 127.0.0.1.
+ */
+export async function startProxy(target, { bytesPerSecond }) {
+  const { port: targetPort } = new URL(target);
+  const requests = [];
+  const sockets = new Set();
+  let cut = null;
+  let nextFree = 0;
+  const server = createServer((client) => {
+    const upstream = connect(Number(targetPort), "127.0.0.1");
+    sockets.add(client).add(upstream);
+    const close = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    let path = "";
+    let sent = 0;
+    client.on("data", (chunk) => {
+      const head = /^([A-Z]+) (\S+) HTTP\/1\.1\r\n/.exec(chunk.toString("latin1", 0, 2048));
+      if (head) {
+        const text = chunk.toString("latin1", 0, Math.max(0, chunk.indexOf("\r\n\r\n")));
+        requests.push({ method: head[1], path: head[2], head: text.toLowerCase() });
+        path = head[2];
+        sent = 0;
+      }
+      upstream.write(chunk);
+    });
+    upstream.on("data", (chunk) => {
+      const armed = cut && path.startsWith(cut.pathPrefix) && sent + chunk.length > cut.bytes ? cut : null;
+      if (armed) cut = null;
+      const piece = armed ? chunk.subarray(0, armed.bytes - sent) : chunk;
+      sent += piece.length;
+      const now = Date.now();
+      nextFree = Math.max(now, nextFree) + (piece.length * 1000) / bytesPerSecond;
+      upstream.pause();
+      setTimeout(() => {
+        if (armed) {
+          client.write(piece, close);
+          armed.resolve({ path });
+          return;
+        }
+        client.write(piece);
+        upstream.resume();
+      }, nextFree - now);
+    });
+    client.on("error", close).on("close", close);
+    upstream.on("error", close).on("close", close);
+  });
+  await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    origin: `http://127.0.0.1:${server.address().port}`,
+    /** Every request head seen so far: `{method, path, head}` (`head` lower-cased). */
+    requests,
+    /** Resolves with `{path}` once a response under `pathPrefix` was cut after `bytes`. */
+    cutMidResponse(bytes, pathPrefix) {
+      return new Promise((resolve) => {
+        cut = { bytes, pathPrefix, resolve };
+      });
+    },
+    async stop() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
 }

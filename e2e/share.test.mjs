@@ -9,7 +9,7 @@ import { readFileSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { filesContaining, freshPage, launchBrowser, startServer, tempFile } from "./harness.mjs";
+import { filesContaining, freshPage, launchBrowser, startProxy, startServer, tempFile } from "./harness.mjs";
 
 const MiB = 1024 * 1024;
 const GONE = "This file is not available";
@@ -370,6 +370,45 @@ test("a large file streams to disk through the service worker, byte-identical", 
   assert.deepEqual(problems, []);
   await context.close();
   secrets.push("streamed.bin", bytes.subarray(70 * MiB, 70 * MiB + 64));
+});
+
+test("a streamed download survives a dropped connection and a server restart, continuing where it stopped", async () => {
+  const bytes = randomBytes(70 * MiB + 333);
+  const [{ share }] = await upload([tempFile("survivor.bin", bytes)]);
+  // The recipient reaches the server through a slow, unreliable network.
+  const proxy = await startProxy(server.origin, { bytesPerSecond: 16 * MiB });
+  try {
+    const { context, page } = await open(share.replace(server.origin, proxy.origin));
+    const id = new URL(share).pathname.split("/").pop();
+    const downloaded = page.waitForEvent("download", { timeout: 300_000 });
+    const reconnecting = page.waitForSelector(".notice", { timeout: 120_000 });
+    const cutAt = 1536 * 1024;
+    const cut = proxy.cutMidResponse(cutAt, `/api/v1/files/${id}/parts/`);
+    await page.click("#download");
+    const { path } = await cut;
+    // The server goes away meanwhile too, and comes back on the same port and data.
+    await server.restart();
+    assert.match(await (await reconnecting).textContent(), /Connection lost; reconnecting/);
+    const download = await downloaded;
+    await page.waitForSelector("#saved", { timeout: 300_000 });
+    assert.equal(download.suggestedFilename(), "survivor.bin");
+    assert.equal(sha256(readFileSync(await download.path())), sha256(bytes), "byte-identical after the failures");
+
+    // The cut part was not fetched again from its start: the rest came as a byte range from
+    // where the cut left it.
+    const n = Number(path.split("/").pop());
+    const partStart = n === 0 ? 0 : 21 + 64 * 65536 + (n - 1) * 64 * 65536;
+    const resumedFrom = proxy.requests
+      .filter((r) => r.path === `/api/v1/files/${id}/content`)
+      .map((r) => Number(/\nrange: bytes=(\d+)-/.exec(r.head)?.[1]))
+      .filter((start) => start > partStart && start < partStart + 64 * 65536);
+    assert.ok(resumedFrom.length >= 1, `part ${n} continued from a byte range: ${JSON.stringify(proxy.requests.map((r) => r.path))}`);
+    assert.equal(proxy.requests.filter((r) => r.path === path).length, 1, `part ${n} was not fetched again from its start`);
+    await context.close();
+  } finally {
+    await proxy.stop();
+  }
+  secrets.push("survivor.bin", bytes.subarray(50 * MiB, 50 * MiB + 64));
 });
 
 /** A PCM WAV header (mono, 16-bit) for `dataLength` bytes of samples at `rate` Hz. */

@@ -264,6 +264,10 @@ pub(crate) async fn public_info(id: &str) -> Result<PublicInfo, ApiError> {
 #[derive(Deserialize, Clone)]
 pub(crate) struct Sealed {
     pub(crate) metadata: String,
+    /// The ciphertext body's length and its cutting into parts (docs/API.md, "Parts").
+    pub(crate) size: u64,
+    pub(crate) first_part_size: u64,
+    pub(crate) part_size: u64,
     pub(crate) part_count: u64,
 }
 

@@ -36,6 +36,8 @@ enum Page {
         done: u64,
         total: u64,
         started_ms: f64,
+        /// Why the transfer is waiting, while it is (a dropped connection being retried).
+        note: Option<String>,
     },
     Interrupted {
         name: String,
@@ -192,6 +194,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                     done: t.received,
                     total: crypto_wasm::body_size(t.size),
                     started_ms: t.started_ms,
+                    note: None,
                 });
             }
             let Transfer {
@@ -283,6 +286,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                 done: 0,
                 total,
                 started_ms,
+                note: None,
             });
             let ticket = match api::start_download(&id.get_value(), &auth).await {
                 Ok(t) => t.ticket,
@@ -296,21 +300,39 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                     id: &id.get_value(),
                     ticket: &ticket,
                     ikm: &ikm.unwrap_or_default(),
+                    body_size: layout.size,
+                    first_part_size: layout.first_part_size,
+                    part_size: layout.part_size,
                     part_count: layout.part_count,
                     name: &name,
                     size,
                 };
                 // Without a service worker, fall through to decrypting in the page.
                 if let Ok(mut streaming) = stream::start(&job).await {
-                    let part = crypto_wasm::part_size();
+                    let mut done = 0;
+                    let working = |done, note| Page::Working {
+                        name: name.clone(),
+                        done,
+                        total,
+                        started_ms,
+                        note,
+                    };
                     while let Some(event) = streaming.events.next().await {
                         match event {
-                            stream::Event::Progress { parts } => page.set(Page::Working {
-                                name: name.clone(),
-                                done: (parts * part).min(total),
-                                total,
-                                started_ms,
-                            }),
+                            stream::Event::Progress { parts } => {
+                                done = match parts {
+                                    0 => 0,
+                                    n => layout.first_part_size + (n - 1) * layout.part_size,
+                                };
+                                page.set(working(done.min(total), None));
+                            }
+                            stream::Event::Retrying { attempt } => page.set(working(
+                                done.min(total),
+                                Some(format!(
+                                    "Connection lost; reconnecting (attempt {attempt}). The download continues where it stopped."
+                                )),
+                            )),
+                            stream::Event::Resumed => page.set(working(done.min(total), None)),
                             stream::Event::Done => {
                                 return page.set(Page::Saved {
                                     name,
@@ -408,7 +430,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                     }
                         .into_any()
                 }
-                Page::Working { name, done, total, started_ms } => {
+                Page::Working { name, done, total, started_ms, note } => {
                     let percent = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
                     let elapsed = ((util::now_ms() - started_ms) / 1000.0).max(0.001);
                     let speed = done as f64 / elapsed;
@@ -418,6 +440,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                         <p class="stats">
                             {format!("Downloading and decrypting · {percent:.0}% · {}/s", util::format_bytes(speed))}
                         </p>
+                        {note.map(|note| view! { <p class="notice" role="status">{note}</p> })}
                     }
                         .into_any()
                 }

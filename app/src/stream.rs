@@ -26,9 +26,21 @@ pub(crate) fn register() {
 /// What the worker reports while it streams.
 #[derive(Debug)]
 pub(crate) enum Event {
-    Progress { parts: u64 },
+    Progress {
+        parts: u64,
+    },
+    /// The connection dropped or the server is away; the worker retries (`attempt`) and will
+    /// continue from the last byte it received.
+    Retrying {
+        attempt: u64,
+    },
+    /// Bytes flow again after retries.
+    Resumed,
     Done,
-    Failed { damaged: bool, message: String },
+    Failed {
+        damaged: bool,
+        message: String,
+    },
 }
 
 /// A streaming download handed to the service worker; its events arrive on `events`.
@@ -49,8 +61,13 @@ pub(crate) struct Job<'a> {
     pub(crate) id: &'a str,
     pub(crate) ticket: &'a str,
     pub(crate) ikm: &'a [u8],
+    /// The server's layout of the ciphertext body: its length and how it is cut into parts.
+    pub(crate) body_size: u64,
+    pub(crate) first_part_size: u64,
+    pub(crate) part_size: u64,
     pub(crate) part_count: u64,
     pub(crate) name: &'a str,
+    /// The plaintext length.
     pub(crate) size: u64,
 }
 
@@ -66,6 +83,12 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
         ("ticket", JsValue::from_str(job.ticket)),
         ("ikm", Uint8Array::from(job.ikm).into()),
         ("partCount", JsValue::from_f64(job.part_count as f64)),
+        ("bodySize", JsValue::from_f64(job.body_size as f64)),
+        (
+            "firstPartSize",
+            JsValue::from_f64(job.first_part_size as f64),
+        ),
+        ("partSize", JsValue::from_f64(job.part_size as f64)),
         ("name", JsValue::from_str(job.name)),
         ("size", JsValue::from_f64(job.size as f64)),
     ];
@@ -74,6 +97,10 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
             Some("progress") => Event::Progress {
                 parts: get("part").as_f64().unwrap_or(0.0) as u64,
             },
+            Some("retrying") => Event::Retrying {
+                attempt: get("attempt").as_f64().unwrap_or(0.0) as u64,
+            },
+            Some("resumed") => Event::Resumed,
             Some("done") => Event::Done,
             Some("failed") => Event::Failed {
                 damaged: get("damaged").is_truthy(),
