@@ -7,7 +7,7 @@
 //!   clippy (native and wasm32), docs, the native and in-browser unit tests, and the
 //!   end-to-end tests in headless Chromium.
 //! - `bench NAME` (`server-ingest`, `browser-upload`, `browser-download`, `browser-crypto`,
-//!   `memory` or `all`): build what the benchmark needs in release mode, run it, and print its
+//!   `browser-background`, `memory` or `all`): build what the benchmark needs in release mode, run it, and print its
 //!   one result line (`NAME: ratio=R side=value ...`). Benchmarks report speed and memory;
 //!   nothing asserts them.
 //!
@@ -28,11 +28,12 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// What `cargo xtask bench` runs; `all` runs them in this order.
-const BENCHES: [&str; 5] = [
+const BENCHES: [&str; 6] = [
     "server-ingest",
     "browser-upload",
     "browser-download",
     "browser-crypto",
+    "browser-background",
     "memory",
 ];
 /// The browser benchmarks' scripts (run by node with the release server and app) and their
@@ -40,8 +41,9 @@ const BENCHES: [&str; 5] = [
 const BROWSER_BENCH: &str = "e2e/bench/browser.mjs";
 const CRYPTO_BENCH: &str = "e2e/bench/crypto.mjs";
 const MEMORY_BENCH: &str = "e2e/bench/memory.mjs";
+const BACKGROUND_BENCH: &str = "e2e/bench/background.mjs";
 const USAGE: &str = "usage: cargo xtask run [server flags...] | cargo xtask test | \
-cargo xtask bench server-ingest|browser-upload|browser-download|browser-crypto|memory|all";
+cargo xtask bench server-ingest|browser-upload|browser-download|browser-crypto|browser-background|memory|all";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -267,6 +269,7 @@ fn node_bench(name: &str) -> Option<(&'static str, &'static [&'static str])> {
         "browser-download" => Some((BROWSER_BENCH, &["download"])),
         "browser-crypto" => Some((CRYPTO_BENCH, &[])),
         "memory" => Some((MEMORY_BENCH, &[])),
+        "browser-background" => Some((BACKGROUND_BENCH, &[])),
         _ => None,
     }
 }
