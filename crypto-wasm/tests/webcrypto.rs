@@ -1,12 +1,7 @@
 //! The WebCrypto engine against the synchronous one, in the browser (feature `webcrypto`):
 //! byte-identical parts and bodies both ways, identical results (push by push) on valid and
 //! damaged bodies, the same validation and stream rules. The committed vectors run through it
-//! in `vectors.rs`. Also an ignored throughput measurement:
-//!
-//! ```text
-//! cargo test -p crypto-wasm --target wasm32-unknown-unknown --features webcrypto --release \
-//!     --test webcrypto -- --include-ignored --nocapture
-//! ```
+//! in `vectors.rs`. Their speeds are measured by `cargo xtask bench browser-crypto`, not here.
 #![cfg(all(target_arch = "wasm32", feature = "webcrypto"))]
 
 use crypto_wasm::webcrypto::{WebCryptoDecryptor, WebCryptoEncryptor, webcrypto_available};
@@ -359,81 +354,4 @@ async fn an_abandoned_push_poisons_the_decryptor() {
     }
     assert_eq!(decryptor.push(&[]).await, Err(Error::Decrypt));
     assert_eq!(decryptor.finish().await, Err(Error::Decrypt));
-}
-
-/// `performance.now()` in milliseconds, in a window or a worker.
-fn now() -> f64 {
-    use wasm_bindgen::JsCast;
-    let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into()).unwrap();
-    let now = js_sys::Reflect::get(&performance, &"now".into()).unwrap();
-    let now: js_sys::Function = now.dyn_into().unwrap();
-    now.call0(&performance).unwrap().as_f64().unwrap()
-}
-
-/// Throughput of both engines, part by part as the app works, best of three runs of 64 MiB:
-/// printed, never asserted. Slow in a debug build (the wasm engine then runs unoptimised
-/// glue), so ignored by default.
-#[wasm_bindgen_test]
-#[ignore = "a measurement, not a test: run with --release -- --include-ignored --nocapture"]
-async fn throughput() {
-    const LEN: usize = 64 << 20;
-    const RUNS: usize = 3;
-    let plaintext = random_bytes(LEN);
-    let mb_per_s = |ms: f64| LEN as f64 / 1e6 / (ms / 1e3);
-    for rs in [16 << 10, 64 << 10, 256 << 10, 1 << 20] {
-        let (key, sync) = random_encryptor(rs);
-        let web = WebCryptoEncryptor::new(&sync).await.unwrap();
-        let per_part = sync.plaintext_per_part() as usize;
-        let pieces = pieces(&plaintext, per_part);
-        let last = pieces.len() - 1;
-        // Best time in milliseconds of: wasm encrypt, WebCrypto encrypt, wasm decrypt,
-        // WebCrypto decrypt.
-        let mut best = [f64::INFINITY; 4];
-        let mut record = |which: usize, start: f64| best[which] = best[which].min(now() - start);
-        for _ in 0..RUNS {
-            let start = now();
-            let sync_parts: Vec<Vec<u8>> = (0..pieces.len())
-                .map(|i| sync.encrypt_part(i as u64, pieces[i], i == last).unwrap())
-                .collect();
-            record(0, start);
-
-            let start = now();
-            let mut web_parts = Vec::new();
-            for (index, piece) in pieces.iter().enumerate() {
-                web_parts.push(
-                    web.encrypt_part(index as u64, piece, index == last)
-                        .await
-                        .unwrap(),
-                );
-            }
-            record(1, start);
-            assert!(web_parts == sync_parts);
-            let parts = web_parts;
-
-            let start = now();
-            let mut decryptor = Decryptor::new(&key);
-            let mut len = 0;
-            for part in &parts {
-                len += decryptor.push(part).unwrap().len();
-            }
-            len += decryptor.finish().unwrap().len();
-            record(2, start);
-            assert_eq!(len, LEN);
-
-            let start = now();
-            let mut decryptor = WebCryptoDecryptor::new(&key).unwrap();
-            let mut len = 0;
-            for part in &parts {
-                len += decryptor.push(part).await.unwrap().len();
-            }
-            len += decryptor.finish().await.unwrap().len();
-            record(3, start);
-            assert_eq!(len, LEN);
-        }
-        let [wasm_encrypt, web_encrypt, wasm_decrypt, web_decrypt] = best.map(mb_per_s);
-        console_log!(
-            "rs {rs:>7}: encrypt wasm {wasm_encrypt:>5.0} MB/s, WebCrypto {web_encrypt:>5.0} MB/s; \
-             decrypt wasm {wasm_decrypt:>5.0} MB/s, WebCrypto {web_decrypt:>5.0} MB/s"
-        );
-    }
 }
