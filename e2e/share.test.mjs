@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
@@ -473,6 +474,53 @@ test("audio plays in the page and seeks, decrypted from only the records it cove
   assert.deepEqual(problems, []);
   await context.close();
   secrets.push("noise.wav", samples.subarray(500_000, 500_064));
+});
+
+/**
+ * Runs the `bitstratus` command-line client (built by `cargo xtask test`) with a configuration
+ * directory of its own; returns its standard output as bytes.
+ */
+function cli(args, env = {}) {
+  const binary = process.env.BITSTRATUS_CLI;
+  assert.ok(binary, "BITSTRATUS_CLI is not set: run the end-to-end tests through `cargo xtask test`");
+  const config = mkdtempSync(join(tmpdir(), "bitstratus-cli-"));
+  return execFileSync(binary, ["--config-dir", config, ...args], {
+    env: { PATH: process.env.PATH, HOME: config, ...env },
+    maxBuffer: 64 * MiB,
+  });
+}
+
+test("a file uploaded with the command-line client opens in the browser, password and all", async () => {
+  const bytes = randomBytes(9 * MiB + 123);
+  const password = "cli to browser";
+  const path = tempFile("from the cli.bin", bytes);
+  const report = JSON.parse(cli(["--json", "--server", server.origin, "upload", path], { BITSTRATUS_PASSWORD: password }));
+  assert.equal(report.name, "from the cli.bin");
+  for (const part of new URL(report.share_link).hash.slice(1).split(".")) secrets.push(part);
+  secrets.push(password, "from the cli.bin", bytes.subarray(5 * MiB, 5 * MiB + 64));
+
+  const { context, page } = await open(report.share_link);
+  await page.fill("#download-password", password);
+  await page.click("#unlock");
+  await page.waitForSelector(".file-name");
+  assert.equal(await page.textContent(".file-name"), "from the cli.bin");
+  const got = await downloadBytes(page);
+  assert.equal(got.name, "from the cli.bin");
+  assert.equal(sha256(got.bytes), sha256(bytes));
+  await context.close();
+});
+
+test("a file uploaded in the browser downloads with the command-line client", async () => {
+  const bytes = randomBytes(9 * MiB + 321);
+  const [{ share }] = await upload([tempFile("from the browser.bin", bytes)]);
+  const out = mkdtempSync(join(tmpdir(), "bitstratus-cli-out-"));
+  const report = JSON.parse(cli(["--json", "download", share, "-o", out]));
+  assert.equal(report.name, "from the browser.bin");
+  assert.equal(sha256(readFileSync(join(out, "from the browser.bin"))), sha256(bytes));
+  // And to standard output, as a pipe would take it.
+  const piped = cli(["download", share, "-o", "-"]);
+  assert.equal(sha256(piped), sha256(bytes));
+  secrets.push("from the browser.bin", bytes.subarray(7 * MiB, 7 * MiB + 64));
 });
 
 test("the server stored no plaintext, no file name, no key and no password", () => {

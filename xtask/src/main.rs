@@ -119,6 +119,8 @@ fn test() -> Result {
             "-p",
             "backend",
             "-p",
+            "bitstratus-cli",
+            "-p",
             "xtask",
             "--all-targets",
             "--",
@@ -144,7 +146,16 @@ fn test() -> Result {
     })?;
     step("docs", || {
         Command::new("cargo")
-            .args(["doc", "--no-deps", "-p", "crypto-wasm", "-p", "backend"])
+            .args([
+                "doc",
+                "--no-deps",
+                "-p",
+                "crypto-wasm",
+                "-p",
+                "backend",
+                "-p",
+                "bitstratus-cli",
+            ])
             .env("RUSTDOCFLAGS", "-D warnings")
             .current_dir(root())
             .status()
@@ -152,7 +163,17 @@ fn test() -> Result {
             .and_then(|s| check(s, "cargo doc"))
     })?;
     step("unit and integration tests (native)", || {
-        cargo(&["test", "-p", "crypto-wasm", "-p", "backend", "-p", "xtask"])
+        cargo(&[
+            "test",
+            "-p",
+            "crypto-wasm",
+            "-p",
+            "backend",
+            "-p",
+            "bitstratus-cli",
+            "-p",
+            "xtask",
+        ])
     })?;
     step("crypto tests in headless Chromium (wasm32)", || {
         Command::new("cargo")
@@ -173,9 +194,22 @@ fn test() -> Result {
             .and_then(|s| check(s, "wasm tests"))
     })?;
     build_app()?;
-    step("build the server for the end-to-end tests", || {
-        cargo(&["build", "-p", "backend", "--bin", "bitstratus-server"])
-    })?;
+    step(
+        "build the server and the CLI for the end-to-end tests",
+        || {
+            cargo(&[
+                "build",
+                "-p",
+                "backend",
+                "--bin",
+                "bitstratus-server",
+                "-p",
+                "bitstratus-cli",
+                "--bin",
+                "bitstratus",
+            ])
+        },
+    )?;
     step("end-to-end tests in headless Chromium", || {
         let status = Command::new("node")
             .args(["--test", "--test-concurrency=1", "e2e/"])
@@ -184,6 +218,7 @@ fn test() -> Result {
                 target_dir().join("debug/bitstratus-server"),
             )
             .env("BITSTRATUS_STATIC_DIR", root().join("app/dist"))
+            .env("BITSTRATUS_CLI", target_dir().join("debug/bitstratus"))
             .env("CHROMIUM", CHROMIUM)
             .current_dir(root())
             .status()
