@@ -3,9 +3,10 @@
 //! - `run`: install missing build tools, build the web app (Trunk) and the server, and serve
 //!   both on <http://127.0.0.1:8080> with SQLite and local-disk storage under `./data`.
 //! - `test`: install what the tests need (wasm target, wasm-bindgen-cli, Trunk, Chromium and
-//!   its driver, the s3s-fs S3 server, the end-to-end test's npm packages), then run fmt,
-//!   clippy (native and wasm32), docs, the native and in-browser unit tests, and the
-//!   end-to-end tests in headless Chromium.
+//!   its driver, the s3s-fs S3 server, the end-to-end test's npm packages, schemathesis), then
+//!   run fmt, clippy (native and wasm32), docs, the native and in-browser unit tests, a
+//!   schemathesis fuzz of the running server from its OpenAPI document, and the end-to-end
+//!   tests in headless Chromium.
 //! - `bench NAME` (`server-ingest`, `browser-upload`, `browser-download`, `browser-crypto`,
 //!   `browser-background`, `memory` or `all`): build what the benchmark needs in release mode, run it, and print its
 //!   one result line (`NAME: ratio=R side=value ...`). Benchmarks report speed and memory;
@@ -24,6 +25,15 @@ const WASM_BINDGEN_VERSION: &str = "0.2.106";
 const TRUNK_VERSION: &str = "0.21.14";
 /// s3s-fs: a real S3-compatible server the backend's S3 tests start (0.17 needs rustc 1.96).
 const S3S_FS_VERSION: &str = "0.14.1";
+/// schemathesis (PyPI), which fuzzes the running server from its OpenAPI document.
+const SCHEMATHESIS_VERSION: &str = "4.32.5";
+/// Generated cases per API operation in `cargo xtask test`'s fuzz run: bounded, so the run
+/// takes well under a minute; each run draws new cases (its seed is printed to reproduce).
+const FUZZ_EXAMPLES: &str = "25";
+/// What the fuzz run checks: no 5xx, and every status, content type, header and body is one
+/// the document describes for that operation.
+const FUZZ_CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
+response_headers_conformance,response_schema_conformance";
 const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
@@ -209,6 +219,10 @@ fn test() -> Result {
                 "bitstratus",
             ])
         },
+    )?;
+    step(
+        "API fuzz from the OpenAPI document (schemathesis)",
+        fuzz_api,
     )?;
     step("end-to-end tests in headless Chromium", || {
         let status = Command::new("node")
@@ -419,6 +433,72 @@ fn ensure_e2e_packages() -> Result {
             .map_err(|e| format!("could not run npm: {e}"))?;
         check(status, "npm ci")
     })
+}
+
+/// Starts the debug server on a free loopback port with a fresh data directory and runs
+/// schemathesis against its `/api/v1/openapi.json` (installing it into a virtual environment
+/// under `~/.cache/bitstratus` first, if missing). Fails on any 5xx or any answer the document
+/// does not describe.
+fn fuzz_api() -> Result {
+    let home = env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(env::temp_dir);
+    let venv = home.join(format!(
+        ".cache/bitstratus/schemathesis-{SCHEMATHESIS_VERSION}"
+    ));
+    let st = venv.join("bin/st");
+    if !st.is_file() {
+        step(
+            &format!("install schemathesis {SCHEMATHESIS_VERSION} (pip)"),
+            || {
+                let venv = venv.to_string_lossy();
+                command("python3", &["-m", "venv", &venv])?;
+                let pip = format!("{venv}/bin/pip");
+                let wanted = format!("schemathesis=={SCHEMATHESIS_VERSION}");
+                command(&pip, &["install", "--quiet", &wanted])
+            },
+        )?;
+    }
+    let data = env::temp_dir().join(format!("bitstratus-fuzz-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))?
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Command::new(target_dir().join("debug/bitstratus-server"))
+        .args(["--listen", &listen, "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .map_err(|e| format!("could not start the server: {e}"))?;
+    let result = wait_for_port(&listen).and_then(|()| {
+        let schema = format!("http://{listen}/api/v1/openapi.json");
+        let status = Command::new(&st)
+            .args(["run", &schema, "--checks", FUZZ_CHECKS, "--max-examples"])
+            .args([FUZZ_EXAMPLES, "--generation-database", "none", "--no-color"])
+            .current_dir(env::temp_dir())
+            .status()
+            .map_err(|e| format!("could not run schemathesis: {e}"))?;
+        check(status, "schemathesis")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    let _ = std::fs::remove_dir_all(&data);
+    result
+}
+
+/// Waits up to 30 s until something accepts connections on `address`.
+fn wait_for_port(address: &str) -> Result {
+    for _ in 0..300 {
+        if std::net::TcpStream::connect(address).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    Err(format!(
+        "the server did not listen on {address} within 30 s"
+    ))
 }
 
 /// Whether npm's record of installed packages names every `"resolved"` entry of the lockfile.

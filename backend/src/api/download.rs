@@ -20,15 +20,29 @@ use crate::{AppState, ids};
 /// How long a download ticket authorises part reads.
 pub(crate) const TICKET_TTL_SECS: i64 = 24 * 3600;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PublicInfo {
     id: String,
+    /// The password KDF parameters, or null without a password.
+    #[schema(value_type = Option<super::upload::Kdf>)]
     kdf: Option<serde_json::Value>,
     expires_at: i64,
     downloads_remaining: Option<u64>,
 }
 
 /// `GET /api/v1/files/{id}`: what the download page needs before it can derive keys.
+#[utoipa::path(
+    get,
+    path = "/files/{id}",
+    tag = "download",
+    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    responses(
+        (status = 200, description = "A live, complete file.", body = PublicInfo),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 500, response = super::openapi::Internal),
+    ),
+)]
 pub(crate) async fn info(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -82,7 +96,7 @@ fn too_many_attempts(until: i64, now: i64) -> ApiError {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct MetadataResponse {
     metadata: String,
     size: u64,
@@ -92,6 +106,21 @@ struct MetadataResponse {
 }
 
 /// `GET /api/v1/files/{id}/metadata`: the sealed metadata and layout; not a download.
+#[utoipa::path(
+    get,
+    path = "/files/{id}/metadata",
+    tag = "download",
+    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    responses(
+        (status = 200, description = "Sealed metadata and the body's layout.", body = MetadataResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::BadToken),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 429, response = super::openapi::TooManyAttempts),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("auth_token" = [])),
+)]
 pub(crate) async fn metadata(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -110,7 +139,7 @@ pub(crate) async fn metadata(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct TicketResponse {
     ticket: String,
     expires_at: i64,
@@ -118,6 +147,21 @@ struct TicketResponse {
 }
 
 /// `POST /api/v1/files/{id}/downloads`: counts one download and issues a read ticket.
+#[utoipa::path(
+    post,
+    path = "/files/{id}/downloads",
+    tag = "download",
+    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    responses(
+        (status = 200, description = "One download counted; the ticket reads its parts for 24 h.", body = TicketResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::BadToken),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 429, response = super::openapi::TooManyAttempts),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("auth_token" = [])),
+)]
 pub(crate) async fn downloads(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -178,6 +222,23 @@ fn octets(status: StatusCode, len: u64, body: Body) -> Response {
 }
 
 /// `GET /api/v1/files/{id}/parts/{n}`: one part's ciphertext.
+#[utoipa::path(
+    get,
+    path = "/files/{id}/parts/{n}",
+    tag = "download",
+    params(
+        ("id" = super::openapi::FileId, Path, description = "The file's id."),
+        ("n" = u64, Path, description = "Part number, from 0."),
+    ),
+    responses(
+        (status = 200, description = "The part's ciphertext.", body = super::openapi::Octets, content_type = "application/octet-stream"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::BadToken),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("ticket" = [])),
+)]
 pub(crate) async fn get_part(
     State(state): State<AppState>,
     Path((id, n)): Path<(String, String)>,
@@ -242,6 +303,25 @@ pub(crate) fn parse_range(value: &str, size: u64) -> Option<Range<u64>> {
 
 /// `GET /api/v1/files/{id}/content`: the whole body (200) or one byte range (206) of it,
 /// streamed part after part.
+#[utoipa::path(
+    get,
+    path = "/files/{id}/content",
+    tag = "download",
+    params(
+        ("id" = super::openapi::FileId, Path, description = "The file's id."),
+        ("Range" = Option<String>, Header, description = "One range, `bytes=start-end`, `bytes=start-` or `bytes=-suffix`."),
+    ),
+    responses(
+        (status = 200, description = "The whole ciphertext body.", body = super::openapi::Octets, content_type = "application/octet-stream"),
+        (status = 206, description = "The requested range of it (`Content-Range`).", body = super::openapi::Octets, content_type = "application/octet-stream"),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 401, response = super::openapi::BadToken),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 416, response = super::openapi::RangeNotSatisfiable),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("ticket" = [])),
+)]
 pub(crate) async fn content(
     State(state): State<AppState>,
     Path(id): Path<String>,

@@ -12,10 +12,12 @@ use crate::error::ApiError;
 use crate::{AppState, gc, ids};
 
 /// What the owner sees about a file.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct ManageInfo {
     id: String,
+    /// `uploading` or `complete`.
     state: String,
+    #[schema(value_type = Option<super::upload::Kdf>)]
     kdf: Option<serde_json::Value>,
     metadata: String,
     size: u64,
@@ -42,6 +44,20 @@ impl ManageInfo {
 }
 
 /// `GET /api/v1/files/{id}/manage`.
+#[utoipa::path(
+    get,
+    path = "/files/{id}/manage",
+    tag = "manage",
+    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    responses(
+        (status = 200, description = "The owner's view, also while uploading or exhausted.", body = ManageInfo),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 403, response = super::openapi::OwnerOnly),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("owner_token" = [])),
+)]
 pub(crate) async fn manage(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -60,18 +76,36 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PatchRequest {
-    /// New lifetime counted from now (from completion while still uploading).
+    /// New lifetime in seconds counted from now (from completion while still uploading).
+    #[schema(minimum = 3600, maximum = 2592000)]
     expires_in: Option<u64>,
     /// Absent: unchanged; null: no limit; a number: that limit (may already be reached).
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u64>, minimum = 1)]
     download_limit: Option<Option<u64>>,
 }
 
 /// `PATCH /api/v1/files/{id}`: new lifetime (from now; from completion while uploading)
 /// and/or download limit.
+#[utoipa::path(
+    patch,
+    path = "/files/{id}",
+    tag = "manage",
+    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    request_body = PatchRequest,
+    responses(
+        (status = 200, description = "Changed.", body = ManageInfo),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 403, response = super::openapi::OwnerOnly),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 413, response = super::openapi::TooLarge),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("owner_token" = [])),
+)]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -91,6 +125,20 @@ pub(crate) async fn patch(
 
 /// `DELETE /api/v1/files/{id}`: the file answers 404 at once; its objects and rows are
 /// purged in the background now, and by the GC should that fail.
+#[utoipa::path(
+    delete,
+    path = "/files/{id}",
+    tag = "manage",
+    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    responses(
+        (status = 204, description = "Deleted: the file answers 404 from now on."),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 403, response = super::openapi::OwnerOnly),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("owner_token" = [])),
+)]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,

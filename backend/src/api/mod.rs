@@ -3,6 +3,7 @@
 
 mod download;
 mod manage;
+pub mod openapi;
 mod upload;
 
 use axum::Router;
@@ -43,6 +44,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/files/{id}/downloads", post(download::downloads))
         .route("/files/{id}/content", get(download::content))
         .route("/files/{id}/manage", get(manage::manage))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(api_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // Nothing under /api may be cached: tickets, tokens and counters are all live.

@@ -26,13 +26,20 @@ pub(crate) const MAX_EXPIRES_IN: u64 = 2_592_000;
 pub(crate) const MAX_PART_COUNT: u64 = 1 << 20;
 
 /// Password KDF parameters, stored and returned verbatim for the downloader.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Kdf {
+    #[schema(pattern = "^argon2id$", example = "argon2id")]
     alg: String,
+    /// Memory cost in KiB.
+    #[schema(minimum = 1)]
     m_cost: u32,
+    #[schema(minimum = 1)]
     t_cost: u32,
+    #[schema(minimum = 1)]
     p_cost: u32,
+    /// 16 bytes, base64url.
+    #[schema(pattern = "^[A-Za-z0-9_-]{22}$")]
     salt: String,
 }
 
@@ -61,22 +68,38 @@ pub(crate) fn kdf_json(stored: Option<&str>) -> Result<Option<serde_json::Value>
         .map_err(ApiError::internal)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRequest {
+    /// Sealed metadata, 1..=4096 bytes, base64url.
+    #[schema(pattern = "^[A-Za-z0-9_-]+$", min_length = 2, max_length = 5462)]
     metadata: String,
+    /// The auth token downloaders will prove (32 bytes, base64url); only its hash is kept.
+    #[schema(pattern = "^[A-Za-z0-9_-]{43}$")]
     auth_token: String,
+    /// Password KDF parameters for downloaders, or null without a password.
     kdf: Option<Kdf>,
+    /// Ciphertext body length in bytes (at most the server's --max-file-size).
+    #[schema(minimum = 1)]
     size: u64,
+    /// Bytes in part 0 (at most the server's --max-part-size).
+    #[schema(minimum = 1)]
     first_part_size: u64,
+    /// Bytes in every later part but the last (at most --max-part-size).
+    #[schema(minimum = 1)]
     part_size: u64,
+    /// Lifetime in seconds.
+    #[schema(minimum = 3600, maximum = 2592000)]
     expires_in: u64,
+    /// Downloads allowed, or null for no limit.
+    #[schema(minimum = 1)]
     download_limit: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct CreateResponse {
     id: String,
+    /// Returned only here, once: keep it to upload, complete and manage.
     owner_token: String,
     part_count: u64,
     expires_at: i64,
@@ -104,6 +127,18 @@ pub(crate) fn check_download_limit(limit: Option<u64>) -> Result<Option<i64>, Ap
 }
 
 /// `POST /api/v1/files`: registers an upload and returns the owner token, once.
+#[utoipa::path(
+    post,
+    path = "/files",
+    tag = "upload",
+    request_body = CreateRequest,
+    responses(
+        (status = 201, description = "Registered; send the parts next.", body = CreateResponse),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 413, response = super::openapi::TooLarge),
+        (status = 500, response = super::openapi::Internal),
+    ),
+)]
 pub(crate) async fn create(
     State(state): State<AppState>,
     Json(req): Json<CreateRequest>,
@@ -190,7 +225,7 @@ pub(crate) async fn create(
     ))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PartAck {
     part: u64,
     size: u64,
@@ -216,6 +251,33 @@ fn announced_hash(headers: &HeaderMap) -> Result<[u8; 32], ApiError> {
 /// only once whole and hash-checked stored under its name (create-only, fsynced on local
 /// disk) and recorded. A body that is short, long, cut off or mis-hashed leaves no object and
 /// no row behind.
+#[utoipa::path(
+    put,
+    path = "/files/{id}/parts/{n}",
+    tag = "upload",
+    params(
+        ("id" = super::openapi::FileId, Path, description = "The file's id."),
+        ("n" = u64, Path, description = "Part number, from 0."),
+        ("X-Content-SHA256" = String, Header, description = "SHA-256 of the body, 64 hex digits."),
+    ),
+    request_body(
+        content = super::openapi::Octets,
+        content_type = "application/octet-stream",
+        description = "Exactly the part's bytes of the ciphertext body.",
+    ),
+    responses(
+        (status = 200, description = "Stored durably and recorded (also when the same bytes already were).", body = PartAck),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 403, response = super::openapi::OwnerOnly),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 408, response = super::openapi::Timeout),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 413, response = super::openapi::TooLarge),
+        (status = 500, response = super::openapi::Internal),
+        (status = 503, response = super::openapi::ServerBusy),
+    ),
+    security(("owner_token" = [])),
+)]
 pub(crate) async fn put_part(
     State(state): State<AppState>,
     Path((id, n)): Path<(String, String)>,
@@ -359,19 +421,34 @@ async fn file_is_gone(state: &AppState, id: &str) -> Result<bool, ApiError> {
         .is_none_or(|f| f.state != STATE_UPLOADING && f.state != STATE_COMPLETE))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PartInfo {
     n: u64,
     size: u64,
+    /// Lowercase hex.
     sha256: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct PartList {
     parts: Vec<PartInfo>,
 }
 
 /// `GET /api/v1/files/{id}/parts`: the parts stored so far, for resuming.
+#[utoipa::path(
+    get,
+    path = "/files/{id}/parts",
+    tag = "upload",
+    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    responses(
+        (status = 200, description = "The parts stored so far.", body = PartList),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 403, response = super::openapi::OwnerOnly),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("owner_token" = [])),
+)]
 pub(crate) async fn list_parts(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -393,6 +470,21 @@ pub(crate) async fn list_parts(
 }
 
 /// `POST /api/v1/files/{id}/complete`: makes the file visible once every part is stored.
+#[utoipa::path(
+    post,
+    path = "/files/{id}/complete",
+    tag = "upload",
+    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    responses(
+        (status = 200, description = "Complete (also when it already was).", body = ManageInfo),
+        (status = 400, response = super::openapi::BadRequest),
+        (status = 403, response = super::openapi::OwnerOnly),
+        (status = 404, response = super::openapi::NotFound),
+        (status = 409, response = super::openapi::Conflict),
+        (status = 500, response = super::openapi::Internal),
+    ),
+    security(("owner_token" = [])),
+)]
 pub(crate) async fn complete(
     State(state): State<AppState>,
     Path(id): Path<String>,

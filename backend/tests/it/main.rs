@@ -7,6 +7,7 @@ mod download;
 mod gc;
 mod http;
 mod manage;
+mod openapi;
 mod s3;
 mod throttle;
 mod upload;
