@@ -70,7 +70,7 @@ struct Cli {
 
 #[derive(Debug, Args)]
 struct Global {
-    /// Server URL, e.g. https://files.example.org (default: the configured one).
+    /// Server URL, e.g. <https://files.example.org> (default: the configured one).
     #[arg(long, global = true, env = "BITSTRATUS_URL")]
     server: Option<String>,
     /// Directory holding the configuration, the uploads list and resume state.
