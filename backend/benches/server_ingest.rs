@@ -5,8 +5,9 @@
 //! through the HTTP API of the real router served on a loopback socket in this process
 //! (create, `PUT` every part with its real `X-Content-SHA256`, complete), and writes the same
 //! bytes, cut into the same parts, straight into the same object store with
-//! [`Storage::put_part`] (which fsyncs exactly as a part PUT does), with the same number of
-//! parts in flight. It prints one line:
+//! [`Storage::put_part`] (on local disk the very write path of a part PUT, staging file,
+//! fsyncs and create-only link, minus the hashing), with the same number of parts in flight.
+//! It prints one line:
 //!
 //! ```text
 //! server-ingest: ratio=<api/direct> api_MBps=<..> direct_MBps=<..> bytes=<..> parts=<..> in_flight=4 rounds=<..>
@@ -18,6 +19,10 @@
 //! side wrote into fresh memory was up to twice as slow, measured), and the rounds alternate
 //! which side goes first. Each figure is the median over `BITSTRATUS_BENCH_ROUNDS` rounds
 //! (default 3).
+//!
+//! Each pass's CPU time (user+system, of the whole process: server and client) goes to stderr
+//! with its wall time: a side using about as many CPU seconds per second as the machine has
+//! cores is bound by the CPU, not by the disk.
 //!
 //! MB is 10^6 bytes. Speed is reported, never asserted. Without `--bench` (for example under
 //! `cargo test --benches`) it does a small smoke run instead. Needs free disk in the temp dir
@@ -117,19 +122,22 @@ async fn main() {
     let (mut api, mut direct) = (Vec::new(), Vec::new());
     for round in 0..rounds {
         for api_side in [round % 2 == 0, round % 2 != 0] {
+            let cpu = process_cpu();
             if api_side {
                 let (took, id) = upload_via_api(&api_base, Arc::clone(&body)).await;
                 eprintln!(
-                    "server-ingest: round {round}: api    {:.2} s",
-                    took.as_secs_f64()
+                    "server-ingest: round {round}: api    {:.2} s, cpu {}",
+                    took.as_secs_f64(),
+                    cpu_since(cpu)
                 );
                 delete_objects(&storage, &id).await;
                 api.push(took);
             } else {
                 let took = store_directly(storage.clone(), Arc::clone(&body)).await;
                 eprintln!(
-                    "server-ingest: round {round}: direct {:.2} s",
-                    took.as_secs_f64()
+                    "server-ingest: round {round}: direct {:.2} s, cpu {}",
+                    took.as_secs_f64(),
+                    cpu_since(cpu)
                 );
                 delete_objects(&storage, DIRECT_ID).await;
                 direct.push(took);
@@ -174,6 +182,28 @@ fn random_body(size: u64) -> Body {
         bytes,
         layout,
         hashes,
+    }
+}
+
+/// User and system CPU time of this whole process so far, in clock ticks (Linux only).
+fn process_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user = fields.next()?.parse().ok()?;
+    let system = fields.next()?.parse().ok()?;
+    Some((user, system))
+}
+
+/// The CPU time used since `before` (a [`process_cpu`] reading) as `user+system s`, assuming
+/// the usual 100 ticks per second; `n/a` where it cannot be read.
+fn cpu_since(before: Option<(u64, u64)>) -> String {
+    match (before, process_cpu()) {
+        (Some((u0, s0)), Some((u1, s1))) => {
+            let secs = |ticks: u64| ticks as f64 / 100.0;
+            format!("{:.2}+{:.2} s", secs(u1 - u0), secs(s1 - s0))
+        }
+        _ => "n/a".to_owned(),
     }
 }
 

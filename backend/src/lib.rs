@@ -103,6 +103,24 @@ impl AppState {
     }
 }
 
+/// Blocking-pool threads the server needs besides those of part uploads.
+///
+/// Local disk I/O runs on tokio's blocking pool, one task at a time per request: a part upload
+/// has at most one open, write or fsync in flight, a download one read. Tokio starts a new
+/// thread whenever none is idle, up to 512 by default, and each keeps its stack and, with
+/// glibc, possibly a malloc arena of its own: under a steady stream of short tasks the pool
+/// creeps up over time, and memory with it. This many threads serve everything that is not
+/// a part upload (downloads, deletions, the collector) at disk speed; more tasks queue.
+pub const SHARED_BLOCKING_THREADS: usize = 8;
+
+/// The blocking-pool size for `config`: one thread per part that may be in progress
+/// (`--max-concurrent-parts`) plus [`SHARED_BLOCKING_THREADS`].
+pub fn max_blocking_threads(config: &Config) -> usize {
+    config
+        .max_concurrent_parts
+        .saturating_add(SHARED_BLOCKING_THREADS)
+}
+
 /// The complete HTTP service: `/api/v1`, the static app with SPA fallback, security headers
 /// on everything.
 pub fn app(state: AppState) -> Router {
