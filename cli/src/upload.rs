@@ -28,6 +28,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use crypto_wasm::ring::RingEncryptor;
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
@@ -98,7 +99,9 @@ struct Target<'a> {
 /// Where one file's upload starts from.
 struct Plan {
     pending: Pending,
-    encryptor: crypto_wasm::Encryptor,
+    /// ring's AES-GCM (`crypto_wasm::ring`): the browser's bytes, several times faster than the
+    /// portable engine.
+    encryptor: RingEncryptor,
     /// Parts the server already holds.
     stored: BTreeSet<u64>,
     /// Part number → plaintext SHA-256 (hex) recorded before it was sent.
@@ -405,7 +408,7 @@ fn seal_part(
     size: u64,
     n: u64,
     count: u64,
-    encryptor: &crypto_wasm::Encryptor,
+    encryptor: &RingEncryptor,
     journal: &Mutex<(fs::File, BTreeMap<u64, String>)>,
     journal_path: &Path,
 ) -> Result<(Bytes, String)> {
@@ -469,7 +472,7 @@ async fn fresh_plan(api: &Api, target: &Target<'_>, options: &Options) -> Result
             "the server proposed a different layout for this file; nothing was uploaded".into(),
         ));
     }
-    let encryptor = crypto_wasm::Encryptor::new(&keys);
+    let encryptor = RingEncryptor::new(&crypto_wasm::Encryptor::new(&keys));
     let pending = Pending {
         server: target.server.to_owned(),
         path: target.canonical.clone(),
@@ -478,7 +481,7 @@ async fn fresh_plan(api: &Api, target: &Target<'_>, options: &Options) -> Result
         id: created.id,
         owner_token: created.owner_token,
         secret: secret.to_base64url(),
-        salt: hex::encode(encryptor.salt()),
+        salt: hex::encode(encryptor.encryptor().salt()),
         kdf,
         auth_sha256: sha256_hex(keys.auth_token()),
         part_count: layout.part_count(),
@@ -565,8 +568,11 @@ async fn resume_plan(
             return Err(changed(canonical, "changed"));
         }
     }
-    let encryptor =
-        crypto_wasm::Encryptor::with_salt_and_rs(&keys, salt, crypto_wasm::RECORD_SIZE)?;
+    let encryptor = RingEncryptor::new(&crypto_wasm::Encryptor::with_salt_and_rs(
+        &keys,
+        salt,
+        crypto_wasm::RECORD_SIZE,
+    )?);
     Ok(Some(Plan {
         pending,
         encryptor,

@@ -1,19 +1,23 @@
 //! RFC 8188 `aes128gcm` bodies with RustCrypto's AES-128-GCM: the part-oriented
-//! [`Encryptor`] and the streaming [`Decryptor`].
+//! [`Encryptor`], the streaming [`Decryptor`] and the random-access [`RecordAccess`].
 //!
 //! The format's rules (header, key schedule, record splitting, sequence numbers, nonces,
 //! delimiters, order rules) live in [`crate::framing`], shared with the WebCrypto engine; this
-//! module only adds the cipher.
+//! module only adds the cipher. Its sealing loop ([`seal_records`]), streaming opener
+//! ([`StreamOpener`]) and random-access opener ([`RecordOpener`]) are generic over the
+//! [`Cipher`], so that the `native-ring` engine reuses them as they are.
 
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::framing::{self, Batch, BodyKeys, PartPlan, RecordMap, RecordReader, SealedRecord};
+use crate::framing::{
+    self, Batch, BodyKeys, NonceBase, PartPlan, RecordMap, RecordReader, SealedRecord,
+};
 use crate::layout::{
     HEADER_SIZE, MAX_RECORD_SIZE, MIN_RECORD_SIZE, RECORD_SIZE, plaintext_per_part_for,
 };
-use crate::primitives::{Aead, TAG_LEN, random_array};
+use crate::primitives::{Aead, Cipher, TAG_LEN, random_array};
 use crate::{ContentKey, Error};
 
 /// The keys of one body and the cipher keyed with its CEK.
@@ -105,13 +109,20 @@ impl Encryptor {
         is_last: bool,
     ) -> Result<Vec<u8>, Error> {
         let plan = self.plan_part(index, plaintext.len(), is_last)?;
-        Ok(self.seal(&plan, plaintext))
+        Ok(seal_records(
+            &self.keys.aead,
+            self.nonces(),
+            &plan,
+            plaintext,
+        ))
     }
 
     /// Encrypts a whole plaintext into one body (header and every record).
     pub fn encrypt_body(&self, plaintext: &[u8]) -> Vec<u8> {
-        self.seal(
-            &PartPlan::body(&self.salt, self.rs, plaintext.len()),
+        seal_records(
+            &self.keys.aead,
+            self.nonces(),
+            &self.plan_body(plaintext.len()),
             plaintext,
         )
     }
@@ -127,38 +138,23 @@ impl Encryptor {
         PartPlan::part(&self.salt, self.rs, index, plaintext_len, is_last)
     }
 
-    /// Seals the planned records: `AES-128-GCM[CEK, nonce](chunk || delimiter) || tag` each.
-    fn seal(&self, plan: &PartPlan, plaintext: &[u8]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(plan.output_len().unwrap_or(0));
-        if let Some(header) = plan.header() {
-            out.extend_from_slice(header);
-        }
-        for record in plan.records(self.keys.body.nonces()) {
-            let start = out.len();
-            let sealed = record.sealed_range();
-            debug_assert_eq!(start, sealed.start);
-            out.extend_from_slice(&plaintext[record.chunk]);
-            out.push(record.delimiter);
-            let tag = self
-                .keys
-                .aead
-                .seal_in_place(&record.nonce, b"", &mut out[start..]);
-            out.extend_from_slice(&tag);
-            debug_assert_eq!(out.len(), sealed.end);
-        }
-        out
+    /// The records of a whole body of `plaintext_len` bytes.
+    pub(crate) fn plan_body(&self, plaintext_len: usize) -> PartPlan {
+        PartPlan::body(&self.salt, self.rs, plaintext_len)
     }
 
-    /// The body's nonce base, for another engine sealing the same records.
-    #[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
-    pub(crate) fn nonces(&self) -> &framing::NonceBase {
+    /// The body's nonce base, for sealing its records (with this or another engine).
+    pub(crate) fn nonces(&self) -> &NonceBase {
         self.keys.body.nonces()
     }
 
-    /// The raw content-encryption key, only to import it into another AES-GCM engine (the
-    /// browser's WebCrypto). Whoever holds it can read the whole body: never log, store or
-    /// send it.
-    #[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
+    /// The raw content-encryption key, only to key another AES-GCM engine with it (the
+    /// browser's WebCrypto, or ring). Whoever holds it can read the whole body: never log,
+    /// store or send it.
+    #[cfg(any(
+        all(feature = "webcrypto", target_arch = "wasm32"),
+        all(feature = "native-ring", not(target_arch = "wasm32"))
+    ))]
     pub(crate) fn expose_cek(&self) -> &[u8; 16] {
         self.keys.body.expose_cek()
     }
@@ -170,6 +166,31 @@ impl fmt::Debug for Encryptor {
             .field("rs", &self.rs)
             .finish_non_exhaustive()
     }
+}
+
+/// Seals the planned records with `cipher`: the header (part 0 only), then
+/// `AES-128-GCM[CEK, nonce](chunk || delimiter) || tag` for each record, in order.
+pub(crate) fn seal_records<C: Cipher>(
+    cipher: &C,
+    nonces: &NonceBase,
+    plan: &PartPlan,
+    plaintext: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(plan.output_len().unwrap_or(0));
+    if let Some(header) = plan.header() {
+        out.extend_from_slice(header);
+    }
+    for record in plan.records(nonces) {
+        let start = out.len();
+        let sealed = record.sealed_range();
+        debug_assert_eq!(start, sealed.start);
+        out.extend_from_slice(&plaintext[record.chunk]);
+        out.push(record.delimiter);
+        let tag = cipher.seal_in_place(&record.nonce, b"", &mut out[start..]);
+        out.extend_from_slice(&tag);
+        debug_assert_eq!(out.len(), sealed.end);
+    }
+    out
 }
 
 /// Encrypts a whole plaintext with a fresh random salt and `rs = RECORD_SIZE`.
@@ -200,28 +221,60 @@ pub fn decrypt(key: &impl AsRef<ContentKey>, body: &[u8]) -> Result<Vec<u8>, Err
 /// stream was not truncated: plaintext already returned by `push` is authentic but may be
 /// incomplete. Any failure is reported as [`Error::Decrypt`] and poisons the decryptor: every
 /// later call fails too.
-pub struct Decryptor {
-    /// Header, record splitting and order rules.
-    reader: RecordReader,
-    /// Keyed once the header is known. Boxed: the key schedule is large, and boxing keeps it
-    /// from being copied around.
-    aead: Option<Box<Aead>>,
-}
+pub struct Decryptor(StreamOpener<Aead>);
 
 impl Decryptor {
     /// A decryptor for a body encrypted under `key` (a [`ContentKey`] or the
     /// [`crate::FileKeys`] holding one).
     pub fn new(key: &impl AsRef<ContentKey>) -> Self {
-        Self {
-            reader: RecordReader::new(key.as_ref().clone()),
-            aead: None,
-        }
+        Self(StreamOpener::new(key.as_ref()))
     }
 
     /// Feeds the next bytes of the body and returns the plaintext of every record completed
     /// by them (possibly none). See the type's documentation for why the last record waits
     /// for [`Decryptor::finish`].
     pub fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, Error> {
+        self.0.push(input)
+    }
+
+    /// Ends the stream: opens the buffered final record, if any, and returns its plaintext.
+    ///
+    /// Fails unless the header was complete, exactly one final (0x02) record was seen and
+    /// nothing follows it. Mandatory: see the type's documentation.
+    #[must_use = "finish() returns the final record's plaintext and reports truncation"]
+    pub fn finish(self) -> Result<Vec<u8>, Error> {
+        self.0.finish()
+    }
+}
+
+impl fmt::Debug for Decryptor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decryptor")
+            .field("state", &self.0.state())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The streaming decryption behind [`Decryptor`], for any synchronous [`Cipher`]: the
+/// [`RecordReader`] splits and checks, the cipher opens.
+pub(crate) struct StreamOpener<C> {
+    /// Header, record splitting and order rules.
+    reader: RecordReader,
+    /// Keyed once the header is known. Boxed: a key schedule can be large, and boxing keeps
+    /// it from being copied around.
+    cipher: Option<Box<C>>,
+}
+
+impl<C: Cipher> StreamOpener<C> {
+    pub(crate) fn new(key: &ContentKey) -> Self {
+        Self {
+            reader: RecordReader::new(key.clone()),
+            cipher: None,
+        }
+    }
+
+    /// See [`Decryptor::push`].
+    pub(crate) fn push(&mut self, input: &[u8]) -> Result<Vec<u8>, Error> {
         let result = self.push_inner(input);
         if result.is_err() {
             self.fail();
@@ -232,7 +285,7 @@ impl Decryptor {
     fn push_inner(&mut self, input: &[u8]) -> Result<Vec<u8>, Error> {
         let mut batch = self.reader.push(input)?;
         if let Some(cek) = batch.take_cek() {
-            self.aead = Some(Box::new(Aead::new(&cek)));
+            self.cipher = Some(Box::new(C::new(&cek)));
         }
         self.open(&batch)
     }
@@ -243,9 +296,9 @@ impl Decryptor {
         if batch.is_empty() {
             return Ok(out);
         }
-        let aead = self.aead.as_deref().ok_or(Error::Decrypt)?;
+        let cipher = self.cipher.as_deref().ok_or(Error::Decrypt)?;
         for record in batch.records() {
-            open_record(aead, &record, &mut out, |padded| {
+            open_record(cipher, &record, &mut out, |padded| {
                 self.reader.accept(&record, padded)
             })?;
         }
@@ -254,34 +307,27 @@ impl Decryptor {
 
     fn fail(&mut self) {
         self.reader.fail();
-        self.aead = None;
+        self.cipher = None;
     }
 
-    /// Ends the stream: opens the buffered final record, if any, and returns its plaintext.
-    ///
-    /// Fails unless the header was complete, exactly one final (0x02) record was seen and
-    /// nothing follows it. Mandatory: see the type's documentation.
-    #[must_use = "finish() returns the final record's plaintext and reports truncation"]
-    pub fn finish(mut self) -> Result<Vec<u8>, Error> {
+    /// See [`Decryptor::finish`].
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>, Error> {
         let batch = self.reader.end()?;
         let out = self.open(&batch)?;
         self.reader.check_complete()?;
         Ok(out)
     }
-}
 
-impl fmt::Debug for Decryptor {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Decryptor")
-            .field("state", &self.reader.state())
-            .finish_non_exhaustive()
+    /// Where the stream is: `header`, `records`, `ended` or `failed`.
+    pub(crate) fn state(&self) -> &'static str {
+        self.reader.state()
     }
 }
 
 /// Opens `record` onto the end of `out`, lets `accept` check its padded plaintext and keeps
 /// only the content length it returns.
-fn open_record(
-    aead: &Aead,
+fn open_record<C: Cipher>(
+    cipher: &C,
     record: &SealedRecord<'_>,
     out: &mut Vec<u8>,
     accept: impl FnOnce(&[u8]) -> Result<usize, Error>,
@@ -295,7 +341,7 @@ fn open_record(
     let tag: &[u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Decrypt)?;
     let start = out.len();
     out.extend_from_slice(ciphertext);
-    aead.open_in_place(&record.nonce, b"", &mut out[start..], tag)?;
+    cipher.open_in_place(&record.nonce, b"", &mut out[start..], tag)?;
     let content_len = accept(&out[start..])?;
     out.truncate(start + content_len);
     Ok(())
@@ -314,10 +360,7 @@ fn open_record(
 /// `0x01`; the record at index `record_count() - 1` carries `0x02`. Every record is bound to its
 /// index by its nonce. Trust in `body_size` matters: it decides which index is the last, so a
 /// wrong size makes the final record's check fail rather than return wrong plaintext.
-pub struct RecordAccess {
-    map: RecordMap,
-    aead: Aead,
-}
+pub struct RecordAccess(RecordOpener<Aead>);
 
 impl RecordAccess {
     /// Random access to a body encrypted under `key`, from `header` (at least its header bytes,
@@ -327,38 +370,33 @@ impl RecordAccess {
     /// `body_size` no body with this header can have (at least one record, the last one
     /// `17..=rs` bytes).
     pub fn new(key: &impl AsRef<ContentKey>, header: &[u8], body_size: u64) -> Result<Self, Error> {
-        let (map, cek) = RecordMap::new(key.as_ref(), header, body_size)?;
-        Ok(Self {
-            map,
-            aead: Aead::new(&cek),
-        })
+        RecordOpener::new(key.as_ref(), header, body_size).map(Self)
     }
 
     /// Length of the header, keyid included: `21 + idlen`.
     pub fn header_len(&self) -> u64 {
-        self.map.header_len()
+        self.0.header_len()
     }
 
     /// The record size `rs` from the header.
     pub fn record_size(&self) -> u32 {
-        // RecordMap::new only accepts rs up to MAX_RECORD_SIZE.
-        u32::try_from(self.map.record_size()).unwrap_or(MAX_RECORD_SIZE)
+        self.0.record_size()
     }
 
     /// Number of records in the body (at least 1).
     pub fn record_count(&self) -> u64 {
-        self.map.record_count()
+        self.0.record_count()
     }
 
     /// Plaintext bytes in every record but the last: `rs - 17`.
     pub fn chunk_len(&self) -> u64 {
-        self.map.chunk_len()
+        self.0.chunk_len()
     }
 
     /// The body bytes `[start, end)` of records `first..=last`, or `None` unless
     /// `first <= last < record_count()`.
     pub fn body_range(&self, first: u64, last: u64) -> Option<Range<u64>> {
-        self.map.body_range(first, last)
+        self.0.body_range(first, last)
     }
 
     /// Opens consecutive whole records starting at index `first` and returns their plaintext
@@ -367,20 +405,68 @@ impl RecordAccess {
     /// failure (tampering, records from another index or body) or any record breaking the rules
     /// of its position (see the type's documentation).
     pub fn open(&self, first: u64, bytes: &[u8]) -> Result<Vec<u8>, Error> {
-        let mut out = Vec::with_capacity(bytes.len());
-        for record in self.map.records(first, bytes)? {
-            open_record(&self.aead, &record, &mut out, |padded| {
-                self.map.accept(&record, padded)
-            })?;
-        }
-        Ok(out)
+        self.0.open(first, bytes)
     }
 }
 
 impl fmt::Debug for RecordAccess {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("RecordAccess")
-            .field("header_len", &self.header_len())
+        self.0.debug_fields(&mut f.debug_struct("RecordAccess"))
+    }
+}
+
+/// The random access behind [`RecordAccess`], for any synchronous [`Cipher`]: the
+/// [`RecordMap`] locates and checks, the cipher opens.
+pub(crate) struct RecordOpener<C> {
+    map: RecordMap,
+    cipher: C,
+}
+
+impl<C: Cipher> RecordOpener<C> {
+    /// See [`RecordAccess::new`].
+    pub(crate) fn new(key: &ContentKey, header: &[u8], body_size: u64) -> Result<Self, Error> {
+        let (map, cek) = RecordMap::new(key, header, body_size)?;
+        Ok(Self {
+            map,
+            cipher: C::new(&cek),
+        })
+    }
+
+    pub(crate) fn header_len(&self) -> u64 {
+        self.map.header_len()
+    }
+
+    pub(crate) fn record_size(&self) -> u32 {
+        // RecordMap::new only accepts rs up to MAX_RECORD_SIZE.
+        u32::try_from(self.map.record_size()).unwrap_or(MAX_RECORD_SIZE)
+    }
+
+    pub(crate) fn record_count(&self) -> u64 {
+        self.map.record_count()
+    }
+
+    pub(crate) fn chunk_len(&self) -> u64 {
+        self.map.chunk_len()
+    }
+
+    pub(crate) fn body_range(&self, first: u64, last: u64) -> Option<Range<u64>> {
+        self.map.body_range(first, last)
+    }
+
+    /// See [`RecordAccess::open`].
+    pub(crate) fn open(&self, first: u64, bytes: &[u8]) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::with_capacity(bytes.len());
+        for record in self.map.records(first, bytes)? {
+            open_record(&self.cipher, &record, &mut out, |padded| {
+                self.map.accept(&record, padded)
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// The public fields of a `Debug` representation (never a key).
+    pub(crate) fn debug_fields(&self, f: &mut fmt::DebugStruct<'_, '_>) -> fmt::Result {
+        f.field("header_len", &self.header_len())
             .field("rs", &self.record_size())
             .field("record_count", &self.record_count())
             .finish_non_exhaustive()

@@ -3,10 +3,12 @@
 //! the delimiter and padding, and the order rules (final record, short non-final record,
 //! trailing data, mandatory end).
 //!
-//! This is the crate's one implementation of those rules. Two AEAD engines are built on it and
-//! therefore produce and accept exactly the same bytes: RustCrypto's AES-128-GCM in
-//! [`crate::ece`] (the synchronous [`crate::Encryptor`] and [`crate::Decryptor`]) and the
-//! browser's WebCrypto in `crate::webcrypto` (feature `webcrypto`).
+//! This is the crate's one implementation of those rules. Three AEAD engines are built on it
+//! and therefore produce and accept exactly the same bytes: RustCrypto's AES-128-GCM in
+//! [`crate::ece`] (the synchronous [`crate::Encryptor`], [`crate::Decryptor`] and
+//! [`crate::RecordAccess`]), ring's AES-128-GCM in `crate::ring` (feature `native-ring`, which
+//! reuses `ece`'s sealing loop and openers with another cipher) and the browser's WebCrypto in
+//! `crate::webcrypto` (feature `webcrypto`).
 //!
 //! - Encrypting: a [`PartPlan`] lists, for every record of a part (or of a whole body), its
 //!   sequence number, nonce, plaintext range, delimiter and place in the output. The engine

@@ -14,10 +14,13 @@
 //! body        = RFC 8188 aes128gcm[content_ikm, random salt, rs = 65536](plaintext)
 //! ```
 //!
-//! The cipher of file bodies is RustCrypto's AES-128-GCM ([`Encryptor`], [`Decryptor`]). With
-//! the `webcrypto` feature, on wasm32, the `webcrypto` module offers the same operations
-//! through the browser's much faster WebCrypto AES-GCM, producing and accepting the same bytes:
-//! both engines follow one implementation of the format's record rules.
+//! The cipher of file bodies is RustCrypto's AES-128-GCM ([`Encryptor`], [`Decryptor`],
+//! [`RecordAccess`]). Two optional engines offer the same operations with a faster AES-GCM,
+//! producing and accepting the same bytes: with the `webcrypto` feature, on wasm32, the
+//! `webcrypto` module uses the browser's WebCrypto; with the `native-ring` feature, on native
+//! targets, the `ring` module uses ring's assembly AES-GCM (the command-line client's engine).
+//! All engines follow one implementation of the format's record rules; only the AES-GCM seal
+//! and open calls differ.
 //!
 //! # Example
 //!
@@ -51,6 +54,8 @@ mod keys;
 mod layout;
 mod metadata;
 mod primitives;
+#[cfg(all(feature = "native-ring", not(target_arch = "wasm32")))]
+pub mod ring;
 #[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
 pub mod webcrypto;
 

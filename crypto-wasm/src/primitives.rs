@@ -1,5 +1,6 @@
 //! Thin wrappers over the RustCrypto primitives: the OS random source, HKDF-SHA256 and
-//! AES-128-GCM with detached tags. Nothing here knows about files, parts or JSON.
+//! AES-128-GCM with detached tags, and [`Cipher`], what an AES-128-GCM engine provides to the
+//! record framing. Nothing here knows about files, parts or JSON.
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, KeyInit, Nonce, Tag};
@@ -47,6 +48,27 @@ impl Prk {
     }
 }
 
+/// An AES-128-GCM implementation keyed with one key: the only thing that differs between the
+/// crate's synchronous engines (RustCrypto's [`Aead`] and, with the `native-ring` feature,
+/// ring's). The record framing is written once against this trait.
+pub(crate) trait Cipher {
+    /// Expands `key` into a cipher instance.
+    fn new(key: &[u8; 16]) -> Self;
+
+    /// Replaces `buf` with `AES-128-GCM-Encrypt[key, nonce, aad](buf)` and returns the tag.
+    fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN];
+
+    /// Verifies `tag` over `buf` and, only if it is valid, decrypts `buf` in place. On failure
+    /// ([`crate::Error::Decrypt`]) the contents of `buf` are unspecified and must be discarded.
+    fn open_in_place(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), crate::Error>;
+}
+
 /// An AES-128-GCM key, expanded once and reused for many messages.
 ///
 /// The expanded key schedule and the GHASH key are wiped on drop (the "zeroize" features of
@@ -89,5 +111,25 @@ impl Aead {
         self.0
             .decrypt_in_place_detached(Nonce::from_slice(nonce), aad, buf, Tag::from_slice(tag))
             .map_err(|_| crate::Error::Decrypt)
+    }
+}
+
+impl Cipher for Aead {
+    fn new(key: &[u8; 16]) -> Self {
+        Aead::new(key)
+    }
+
+    fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut [u8]) -> [u8; TAG_LEN] {
+        Aead::seal_in_place(self, nonce, aad, buf)
+    }
+
+    fn open_in_place(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; TAG_LEN],
+    ) -> Result<(), crate::Error> {
+        Aead::open_in_place(self, nonce, aad, buf, tag)
     }
 }

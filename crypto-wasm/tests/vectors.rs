@@ -1,7 +1,8 @@
 //! Runs the committed test vectors of `tests/vectors/`: natively from the directory, in the
 //! browser from a compiled-in list that a native test keeps equal to the directory, and there,
 //! with the `webcrypto` feature, the `ok_*` and `fail_*` bodies through the WebCrypto engine
-//! too. Natively it also checks that the files are exactly what `support/generate.rs` produces.
+//! too. Natively it also checks that the files are exactly what `support/generate.rs` produces
+//! and, with the `native-ring` feature, runs every body through the ring engine.
 
 use crypto_wasm::{ContentKey, Decryptor, Encryptor, Error, FileKeys, KdfParams, Metadata, Secret};
 
@@ -345,6 +346,114 @@ mod webcrypto {
             checked += 1;
         }
         assert!(checked >= 20, "only {checked} content vectors");
+    }
+}
+
+/// Every body of the vectors (`ok_*`, `fail_*` and the `kdf_*` files' bodies) through the ring
+/// engine: each decrypts (or fails) exactly as the vector says, pushed whole and in chunks and
+/// by random access, and every canonical body is exactly what the ring encryptor writes, whole
+/// and part by part.
+#[cfg(all(not(target_arch = "wasm32"), feature = "native-ring"))]
+mod ring {
+    use crypto_wasm::ring::{RingDecryptor, RingEncryptor, RingRecordAccess};
+    use crypto_wasm::{ContentKey, Encryptor, Error, FileKeys, KdfParams, Secret};
+
+    use super::{CASES, Case, ContentCase};
+
+    /// Pushes `body` in `chunk`-byte pieces through ring, then finishes.
+    fn decrypt_chunked(key: &ContentKey, body: &[u8], chunk: usize) -> Result<Vec<u8>, Error> {
+        let mut decryptor = RingDecryptor::new(key);
+        let mut plaintext = Vec::new();
+        for piece in body.chunks(chunk.max(1)) {
+            plaintext.extend(decryptor.push(piece)?);
+        }
+        plaintext.extend(decryptor.finish()?);
+        Ok(plaintext)
+    }
+
+    /// Every record at once by random access. Only meaningful for bodies without padding in
+    /// a non-final record, which random access rejects by design.
+    fn open_all(key: &ContentKey, body: &[u8]) -> Result<Vec<u8>, Error> {
+        let access = RingRecordAccess::new(key, body, body.len() as u64)?;
+        let range = access
+            .body_range(0, access.record_count() - 1)
+            .ok_or(Error::Decrypt)?;
+        let start = usize::try_from(range.start).unwrap();
+        access.open(0, &body[start..])
+    }
+
+    /// Part by part in reverse order, then whole.
+    fn reencrypt(name: &str, key: &ContentKey, plaintext: &[u8], body: &[u8]) {
+        let salt: [u8; 16] = body[..16].try_into().unwrap();
+        let rs = u32::from_be_bytes(body[16..20].try_into().unwrap());
+        let encryptor = RingEncryptor::new(&Encryptor::with_salt_and_rs(key, salt, rs).unwrap());
+        let per_part = usize::try_from(encryptor.encryptor().plaintext_per_part()).unwrap();
+        let pieces: Vec<&[u8]> = if plaintext.is_empty() {
+            vec![plaintext]
+        } else {
+            plaintext.chunks(per_part).collect()
+        };
+        let mut parts: Vec<Vec<u8>> = vec![Vec::new(); pieces.len()];
+        for (index, piece) in pieces.iter().enumerate().rev() {
+            let is_last = index + 1 == pieces.len();
+            parts[index] = encryptor
+                .encrypt_part(index as u64, piece, is_last)
+                .unwrap();
+        }
+        assert!(
+            parts.concat() == body,
+            "{name}: ring re-encryption part by part"
+        );
+        assert!(
+            encryptor.encrypt_body(plaintext) == body,
+            "{name}: ring re-encryption"
+        );
+    }
+
+    fn check(name: &str, content: &ContentCase) {
+        for chunk in [content.body.len(), 1, 2, 17, 21, 64, 1000] {
+            assert_eq!(
+                decrypt_chunked(&content.key, &content.body, chunk),
+                content.expected,
+                "{name}: ring, pushed in {chunk}-byte chunks"
+            );
+        }
+        // Random access accepts exactly the canonical bodies, and rejects every failing one.
+        if content.canonical || content.expected.is_err() {
+            assert_eq!(
+                open_all(&content.key, &content.body),
+                content.expected,
+                "{name}: ring, random access"
+            );
+        }
+        if let (true, Ok(plaintext)) = (content.canonical, &content.expected) {
+            reencrypt(name, &content.key, plaintext, &content.body);
+        }
+    }
+
+    #[test]
+    fn vectors_pass_through_ring() {
+        let mut checked = 0;
+        for (name, text) in CASES {
+            let case = Case::parse(name, text);
+            if name.starts_with("ok_") || name.starts_with("fail_") {
+                check(name, &ContentCase::parse(&case));
+            } else {
+                let secret = Secret::from_base64url(case.str("secret")).unwrap();
+                let kdf: Option<KdfParams> = serde_json::from_str(case.str("kdf")).unwrap();
+                let password = case.get("password");
+                let keys = FileKeys::derive(&secret, password.zip(kdf.as_ref())).unwrap();
+                let content = ContentCase {
+                    key: keys.content_key().clone(),
+                    body: case.hex("body"),
+                    expected: Ok(case.hex("plaintext")),
+                    canonical: true,
+                };
+                check(name, &content);
+            }
+            checked += 1;
+        }
+        assert!(checked >= 23, "only {checked} vectors");
     }
 }
 

@@ -8,9 +8,10 @@
 //!   schemathesis fuzz of the running server from its OpenAPI document, and the end-to-end
 //!   tests in headless Chromium.
 //! - `bench NAME` (`server-ingest`, `browser-upload`, `browser-download`, `browser-crypto`,
-//!   `browser-background`, `memory` or `all`): build what the benchmark needs in release mode, run it, and print its
-//!   one result line (`NAME: ratio=R side=value ...`). Benchmarks report speed and memory;
-//!   nothing asserts them.
+//!   `browser-background`, `memory`, `cli-encrypt`, `cli-upload` or `all`): build what the
+//!   benchmark needs in release mode, run it, and print its one result line
+//!   (`NAME: ratio=R side=value ...`). Benchmarks report speed and memory; nothing asserts
+//!   them.
 //!
 //! It uses only the standard library so that it builds in seconds on a fresh machine.
 
@@ -38,13 +39,15 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// What `cargo xtask bench` runs; `all` runs them in this order.
-const BENCHES: [&str; 6] = [
+const BENCHES: [&str; 8] = [
     "server-ingest",
     "browser-upload",
     "browser-download",
     "browser-crypto",
     "browser-background",
     "memory",
+    "cli-encrypt",
+    "cli-upload",
 ];
 /// The browser benchmarks' scripts (run by node with the release server and app) and their
 /// arguments. Their names must not look like tests to `node --test`.
@@ -53,7 +56,8 @@ const CRYPTO_BENCH: &str = "e2e/bench/crypto.mjs";
 const MEMORY_BENCH: &str = "e2e/bench/memory.mjs";
 const BACKGROUND_BENCH: &str = "e2e/bench/background.mjs";
 const USAGE: &str = "usage: cargo xtask run [server flags...] | cargo xtask test | \
-cargo xtask bench server-ingest|browser-upload|browser-download|browser-crypto|browser-background|memory|all";
+cargo xtask bench server-ingest|browser-upload|browser-download|browser-crypto|browser-background|memory|\
+cli-encrypt|cli-upload|all";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -260,6 +264,9 @@ fn bench(name: &str) -> Result {
         ensure_e2e_packages()?;
         build_app()?;
         build_release_server()?;
+    } else if names.contains(&"cli-upload") {
+        // `cargo bench` builds the CLI; the server it uploads to is another package's binary.
+        build_release_server()?;
     }
     let mut results = Vec::new();
     for name in names {
@@ -292,8 +299,12 @@ fn run_bench(name: &str) -> Result<String> {
             .env("CHROMIUM", CHROMIUM);
         c
     } else {
+        let (package, bench) = cargo_bench(name).ok_or_else(|| format!("no benchmark {name}"))?;
         let mut c = Command::new("cargo");
-        c.args(["bench", "-p", "backend", "--bench", "server_ingest"]);
+        c.args(["bench", "-p", package, "--bench", bench]).env(
+            "BITSTRATUS_SERVER",
+            target_dir().join("release/bitstratus-server"),
+        );
         c
     };
     let out = command
@@ -319,6 +330,16 @@ fn node_bench(name: &str) -> Option<(&'static str, &'static [&'static str])> {
         "browser-crypto" => Some((CRYPTO_BENCH, &[])),
         "memory" => Some((MEMORY_BENCH, &[])),
         "browser-background" => Some((BACKGROUND_BENCH, &[])),
+        _ => None,
+    }
+}
+
+/// The package and `cargo bench` target of a benchmark written in Rust; `None` for the others.
+fn cargo_bench(name: &str) -> Option<(&'static str, &'static str)> {
+    match name {
+        "server-ingest" => Some(("backend", "server_ingest")),
+        "cli-encrypt" => Some(("bitstratus-cli", "cli_encrypt")),
+        "cli-upload" => Some(("bitstratus-cli", "cli_upload")),
         _ => None,
     }
 }
@@ -555,7 +576,9 @@ fn output(program: &str, args: &[&str]) -> Option<String> {
 mod tests {
     use std::path::Path;
 
-    use super::{BENCHES, BROWSER_BENCH, node_bench, result_line, root, same_packages};
+    use super::{
+        BENCHES, BROWSER_BENCH, USAGE, cargo_bench, node_bench, result_line, root, same_packages,
+    };
 
     /// Whether `node --test DIR` would run a file of this name, found under DIR (node 20-22:
     /// `test.*`, `test-*.*`, `*.test.*`, `*-test.*`, `*_test.*` with a js/cjs/mjs extension, and
@@ -611,6 +634,32 @@ mod tests {
         }
         assert_eq!(node_bench("server-ingest"), None);
         assert!(node_bench("browser-crypto").is_some() && node_bench("memory").is_some());
+    }
+
+    /// Every benchmark is run one way or the other, its Rust source exists, and the usage
+    /// text names it.
+    #[test]
+    fn every_benchmark_has_a_runner() {
+        for name in BENCHES {
+            match (node_bench(name), cargo_bench(name)) {
+                (Some(_), None) => {}
+                (None, Some((package, bench))) => {
+                    let dir = if package == "bitstratus-cli" {
+                        "cli"
+                    } else {
+                        package
+                    };
+                    let source = root().join(dir).join("benches").join(format!("{bench}.rs"));
+                    assert!(source.is_file(), "{name}: no {}", source.display());
+                }
+                other => panic!("{name}: runners {other:?}"),
+            }
+            assert!(
+                USAGE.contains(name),
+                "{name} is missing from the usage text"
+            );
+        }
+        assert_eq!(cargo_bench("memory"), None);
     }
 
     #[test]
