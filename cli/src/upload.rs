@@ -9,12 +9,15 @@
 //! **Resuming.** Before any ciphertext leaves, the upload is recorded under the configuration
 //! directory (`pending/<key>.json`, keyed by server and canonical path): the file's size and
 //! modification time, id, owner token, link secret, body salt, KDF parameters and the SHA-256
-//! of the auth token. Then, before each part is sent, the SHA-256 of its *plaintext* is appended
-//! to `pending/<key>.parts` and flushed. Running the same command again re-derives the same keys
-//! and salt, asks the server which parts it holds, re-hashes those parts of the local file and
-//! sends only the missing ones. Re-encrypting uses the same nonces as before, which is safe only
-//! for the same plaintext; so a file whose size or modification time changed, or any part whose
-//! plaintext hash differs from the record, is refused (exit 7) without sending anything, and
+//! of the auth token. Then, before each part is sent, the SHA-256 of its *ciphertext* (computed
+//! anyway for `X-Content-SHA256`) is appended to `pending/<key>.parts` and flushed. Sealing is
+//! deterministic for a given key, salt and part number, so that hash stands for the plaintext
+//! just as well, and each byte is hashed once instead of twice. Running the same command again
+//! re-derives the same keys and salt, asks the server which parts it holds, re-encrypts those
+//! parts of the local file and compares their hashes, and sends only the missing ones.
+//! Re-encrypting uses the same nonces as before, which is safe only for the same plaintext; so
+//! a file whose size or modification time changed, or any part whose sealed hash differs from
+//! the record, is refused (exit 7) without sending anything, and
 //! `--restart` deletes the interrupted upload and starts a new one with fresh keys. A resumed
 //! upload keeps the name, expiry and download limit it was created with (they are sealed or
 //! stored at creation); a password is asked for again and must be the same.
@@ -104,7 +107,7 @@ struct Plan {
     encryptor: RingEncryptor,
     /// Parts the server already holds.
     stored: BTreeSet<u64>,
-    /// Part number → plaintext SHA-256 (hex) recorded before it was sent.
+    /// Part number → ciphertext SHA-256 (hex) recorded before it was sent.
     journal: BTreeMap<u64, String>,
     resumed: bool,
 }
@@ -402,7 +405,22 @@ async fn upload_one(
     Ok(())
 }
 
-/// Reads, records and encrypts part `n`; returns its ciphertext and the ciphertext's SHA-256.
+/// Reads part `n` and seals it; returns its ciphertext and the ciphertext's SHA-256.
+fn sealed_part(
+    path: &Path,
+    size: u64,
+    n: u64,
+    count: u64,
+    encryptor: &RingEncryptor,
+) -> Result<(Vec<u8>, String)> {
+    let plaintext = read_part(path, size, n)?;
+    let ciphertext = encryptor.encrypt_part(n, &plaintext, n + 1 == count)?;
+    let sha = sha256_hex(&ciphertext);
+    Ok((ciphertext, sha))
+}
+
+/// Reads, encrypts and records part `n`; returns its ciphertext and the ciphertext's SHA-256.
+/// The record is durable before the ciphertext is returned, so before it can leave.
 fn seal_part(
     path: &Path,
     size: u64,
@@ -412,8 +430,7 @@ fn seal_part(
     journal: &Mutex<(fs::File, BTreeMap<u64, String>)>,
     journal_path: &Path,
 ) -> Result<(Bytes, String)> {
-    let plaintext = read_part(path, size, n)?;
-    let hash = sha256_hex(&plaintext);
+    let (ciphertext, hash) = sealed_part(path, size, n, count, encryptor)?;
     {
         let mut guard = journal
             .lock()
@@ -427,13 +444,11 @@ fn seal_part(
                 file.write_all(format!("{n} {hash}\n").as_bytes())
                     .and_then(|()| file.sync_data())
                     .map_err(|e| Error::io("could not write", journal_path, e))?;
-                recorded.insert(n, hash);
+                recorded.insert(n, hash.clone());
             }
         }
     }
-    let ciphertext = encryptor.encrypt_part(n, &plaintext, n + 1 == count)?;
-    let sha = sha256_hex(&ciphertext);
-    Ok((Bytes::from(ciphertext), sha))
+    Ok((Bytes::from(ciphertext), hash))
 }
 
 /// A new upload: fresh secret, password salt and body salt, the sealed metadata, the
@@ -556,23 +571,25 @@ async fn resume_plan(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => BTreeMap::new(),
         Err(e) => return Err(Error::io("could not read", journal_path, e)),
     };
-    // The parts already stored came from the file as it was then: compare every one.
-    for &n in &stored {
-        let earlier = journal.get(&n).cloned().ok_or_else(damaged)?;
-        let path = canonical.to_owned();
-        let size = identity.size;
-        let now =
-            tokio::task::spawn_blocking(move || read_part(&path, size, n).map(|p| sha256_hex(&p)))
-                .await??;
-        if now != earlier {
-            return Err(changed(canonical, "changed"));
-        }
-    }
     let encryptor = RingEncryptor::new(&crypto_wasm::Encryptor::with_salt_and_rs(
         &keys,
         salt,
         crypto_wasm::RECORD_SIZE,
     )?);
+    // The parts already stored came from the file as it was then: compare every one, sealed
+    // again exactly as it was (same key, salt and part number).
+    for &n in &stored {
+        let earlier = journal.get(&n).cloned().ok_or_else(damaged)?;
+        let path = canonical.to_owned();
+        let (size, count, encryptor) = (identity.size, pending.part_count, encryptor.clone());
+        let now = tokio::task::spawn_blocking(move || {
+            sealed_part(&path, size, n, count, &encryptor).map(|(_, sha)| sha)
+        })
+        .await??;
+        if now != earlier {
+            return Err(changed(canonical, "changed"));
+        }
+    }
     Ok(Some(Plan {
         pending,
         encryptor,
