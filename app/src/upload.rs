@@ -314,13 +314,18 @@ fn select_all(ev: web_sys::FocusEvent) {
     }
 }
 
-/// Encrypts and uploads one file; returns its links or a message for the user.
+/// Copies `plaintext` into wasm memory and frees the buffer at once (see
+/// [`crypto_wasm::webcrypto::release`]) rather than leave a part to the garbage collector.
+fn take_plaintext(plaintext: js_sys::ArrayBuffer) -> Vec<u8> {
+    let bytes = js_sys::Uint8Array::new(&plaintext).to_vec();
+    crypto_wasm::webcrypto::release(&plaintext);
+    bytes
+}
+
 /// SHA-256 (hex) of `plaintext` on the page's own thread: the fallback without workers.
-fn hash_in_page(plaintext: &js_sys::ArrayBuffer) -> String {
+fn hash_in_page(plaintext: js_sys::ArrayBuffer) -> String {
     use sha2::Digest as _;
-    hex::encode(sha2::Sha256::digest(
-        js_sys::Uint8Array::new(plaintext).to_vec(),
-    ))
+    hex::encode(sha2::Sha256::digest(take_plaintext(plaintext)))
 }
 
 /// Encrypts one part on the page's own thread: the fallback when workers cannot start.
@@ -328,10 +333,10 @@ fn seal_in_page(
     encryptor: &crypto_wasm::Encryptor,
     n: u64,
     last: bool,
-    plaintext: &js_sys::ArrayBuffer,
+    plaintext: js_sys::ArrayBuffer,
 ) -> Result<workers::SealedPart, String> {
     use sha2::Digest as _;
-    let plaintext = js_sys::Uint8Array::new(plaintext).to_vec();
+    let plaintext = take_plaintext(plaintext);
     let ciphertext = encryptor
         .encrypt_part(n, &plaintext, last)
         .map_err(|e| format!("Could not encrypt part {}: {e}.", n + 1))?;
@@ -412,7 +417,7 @@ async fn upload_file(
                         util::read_slice(file, start, (start + per_part).min(size)).await?;
                     let now = match pool {
                         Some(pool) => pool.hash(plaintext).await?,
-                        None => hash_in_page(&plaintext),
+                        None => hash_in_page(plaintext),
                     };
                     Ok::<bool, String>(earlier.as_deref() == Some(now.as_str()))
                 }
@@ -445,7 +450,7 @@ async fn upload_file(
                 let last = n + 1 == count;
                 let sealed = match pool {
                     Some(pool) => pool.encrypt(ikm, &salt, n, last, plaintext).await?,
-                    None => seal_in_page(&plan.encryptor, n, last, &plaintext)?,
+                    None => seal_in_page(&plan.encryptor, n, last, plaintext)?,
                 };
                 if let Some(record) = &plan.record {
                     let mut record = record.borrow_mut();
@@ -475,6 +480,8 @@ async fn upload_file(
                     format!("Upload failed at part {} of {count}: {}", n + 1, e.message)
                 })?;
                 sent.set(sent.get() + u64::from(sealed.ciphertext.length()));
+                // Sent: dropping the part frees its ciphertext now.
+                drop(sealed);
                 state.set(working(phase, sent.get()));
                 Ok::<(), String>(())
             }

@@ -3,7 +3,9 @@
 //! round-robin; each answer resolves the future of the job it names.
 //!
 //! Plaintext goes to a worker and ciphertext comes back as transferred `ArrayBuffer`s, so
-//! neither is copied through this page's wasm memory.
+//! neither is copied through this page's wasm memory. Each is freed as soon as it is used (the
+//! plaintext by the worker, the ciphertext when its [`SealedPart`] drops), not at the next
+//! garbage collection: otherwise dozens of parts would pile up in memory before one runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -20,14 +22,22 @@ const MAX_WORKERS: usize = 4;
 /// Trunk's loader for the worker bundle (see `app/index.html`).
 const WORKER_URL: &str = "/worker_loader.js";
 
-/// An encrypted part, as a worker returns it.
+/// An encrypted part, as a worker returns it. Dropping it frees the ciphertext's buffer at
+/// once: keep it until the part is sent (a request copies its body when it is made).
 #[derive(Debug)]
 pub(crate) struct SealedPart {
+    /// The whole of its own `ArrayBuffer`, which nothing else shares.
     pub(crate) ciphertext: Uint8Array,
     /// SHA-256 of the ciphertext, lowercase hex (the server checks it).
     pub(crate) sha256_hex: String,
     /// SHA-256 of the plaintext, lowercase hex (resuming checks it, see `resume.rs`).
     pub(crate) plaintext_sha256_hex: String,
+}
+
+impl Drop for SealedPart {
+    fn drop(&mut self) {
+        crypto_wasm::webcrypto::release(&self.ciphertext.buffer());
+    }
 }
 
 type Pending = Rc<RefCell<HashMap<u32, oneshot::Sender<Result<JsValue, String>>>>>;

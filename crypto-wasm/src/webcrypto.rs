@@ -16,10 +16,15 @@
 //!
 //! Records are handed to WebCrypto as views of wasm memory, which it copies before returning:
 //! no extra copy, but it requires an unshared memory (a wasm build without threads).
+//!
+//! Every WebCrypto call answers with a new `ArrayBuffer`: a part's worth of them per part.
+//! Once their bytes are copied into wasm memory they are freed at once with [`release`],
+//! not left to the garbage collector, which lets tens of megabytes of them pile up per
+//! thread before it runs (V8 collects on external-memory growth, not on each buffer).
 
 use std::fmt;
 
-use js_sys::{Array, Promise, Reflect, Uint8Array};
+use js_sys::{Array, ArrayBuffer, Promise, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AesGcmParams, CryptoKey, SubtleCrypto};
@@ -36,6 +41,23 @@ const AES_GCM: &str = "AES-GCM";
 /// Records a decryptor hands to WebCrypto at once: a part's worth, which bounds the memory in
 /// flight to about one part however much is pushed.
 const RECORDS_IN_FLIGHT: usize = RECORDS_PER_PART as usize;
+
+/// Frees `buffer`'s bytes now rather than at the next garbage collection: it is detached with
+/// `ArrayBuffer.prototype.transfer(0)` (ES2024), so every view of it then has length 0. For
+/// buffers the caller is done with, such as a part's plaintext or ciphertext once copied or
+/// sent. Does nothing where the browser cannot transfer buffers, on a buffer already detached,
+/// and on a wasm memory's buffer (which cannot be detached).
+pub fn release(buffer: &ArrayBuffer) {
+    // A detached buffer has no bytes: skip it rather than have transfer() throw.
+    if buffer.byte_length() == 0 {
+        return;
+    }
+    if let Ok(transfer) = Reflect::get(buffer, &JsValue::from_str("transfer"))
+        && let Some(transfer) = transfer.dyn_ref::<js_sys::Function>()
+    {
+        let _ = transfer.call1(buffer, &JsValue::from_f64(0.0));
+    }
+}
 
 /// `crypto.subtle` of the current global object (window or worker), if there is one.
 fn subtle() -> Option<SubtleCrypto> {
@@ -76,12 +98,18 @@ async fn all(promises: &Array) -> Result<Array, ()> {
     results.dyn_into::<Array>().map_err(drop)
 }
 
-/// The bytes of the `ArrayBuffer` WebCrypto resolved with.
-fn result_bytes(value: &JsValue) -> Result<Uint8Array, ()> {
-    if value.is_instance_of::<js_sys::ArrayBuffer>() {
-        Ok(Uint8Array::new(value))
-    } else {
-        Err(())
+/// The `ArrayBuffer` WebCrypto resolved with.
+fn result_buffer(value: JsValue) -> Result<ArrayBuffer, ()> {
+    value.dyn_into::<ArrayBuffer>().map_err(drop)
+}
+
+/// [`release`]s every `ArrayBuffer` of `results`, once their bytes are copied or when the
+/// batch failed part way through.
+fn release_all(results: &Array) {
+    for value in results.iter() {
+        if let Some(buffer) = value.dyn_ref::<ArrayBuffer>() {
+            release(buffer);
+        }
     }
 }
 
@@ -146,14 +174,18 @@ impl WebCryptoEncryptor {
             promises.push(&promise);
         }
         let sealed = all(&promises).await.map_err(|()| Error::WebCrypto)?;
-        for (i, record) in (0u32..).zip(&records) {
-            let bytes = result_bytes(&sealed.get(i)).map_err(|()| Error::WebCrypto)?;
+        let copied = (0u32..).zip(&records).try_for_each(|(i, record)| {
+            let buffer = result_buffer(sealed.get(i))?;
+            let bytes = Uint8Array::new(&buffer);
             let target = &mut out[record.sealed_range()];
             if bytes.length() as usize != target.len() {
-                return Err(Error::WebCrypto);
+                return Err(());
             }
             bytes.copy_to(target);
-        }
+            Ok(())
+        });
+        release_all(&sealed);
+        copied.map_err(|()| Error::WebCrypto)?;
         Ok(out)
     }
 }
@@ -229,14 +261,18 @@ impl WebCryptoDecryptor {
                 promises.push(&promise);
             }
             let opened = all(&promises).await.map_err(|()| Error::Decrypt)?;
-            for (i, record) in (0u32..).zip(window) {
-                let padded = result_bytes(&opened.get(i)).map_err(|()| Error::Decrypt)?;
+            let accepted = (0u32..).zip(window).try_for_each(|(i, record)| {
+                let buffer = result_buffer(opened.get(i)).map_err(|()| Error::Decrypt)?;
+                let padded = Uint8Array::new(&buffer);
                 let start = out.len();
                 out.resize(start + padded.length() as usize, 0);
                 padded.copy_to(&mut out[start..]);
                 let content_len = self.reader.accept(record, &out[start..])?;
                 out.truncate(start + content_len);
-            }
+                Ok(())
+            });
+            release_all(&opened);
+            accepted?;
         }
         Ok(out)
     }

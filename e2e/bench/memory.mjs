@@ -122,13 +122,17 @@ function startSampler({ server, tab, cdp }) {
         Promise.all(tab.workers().map((w) => isolateBytes(w.send, stateOf(w.send)).catch(() => ZERO))),
         sampleSw().catch(() => ZERO),
       ]);
-      const workers = workerBytes.reduce((sum, m) => sum + total(m), 0);
+      const workerParts = workerBytes.reduce(
+        (sum, m) => ({ js: sum.js + m.js, buffers: sum.buffers + m.buffers, wasm: sum.wasm + m.wasm }),
+        ZERO,
+      );
+      const workers = total(workerParts);
       const tabBytes = total(pageBytes) + workers;
       peaks.tab = Math.max(peaks.tab, tabBytes);
       peaks.sw = Math.max(peaks.sw, total(swBytes));
       peaks.samples += 1;
       const phase = (peaks.phases[sampler.phase] ??= { tab: 0 });
-      if (tabBytes > phase.tab) Object.assign(phase, { tab: tabBytes, page: pageBytes, workers, count: workerBytes.length });
+      if (tabBytes > phase.tab) Object.assign(phase, { tab: tabBytes, page: pageBytes, workers, workerParts, count: workerBytes.length });
       await next;
     }
   })();
@@ -202,7 +206,8 @@ async function measure(size) {
     for (const [name, p] of Object.entries(peaks.phases)) {
       log(
         `memory: ${size} bytes: tab peak during ${name} ${mib(p.tab)} MiB: page js ${mib(p.page.js)} + buffers ` +
-          `${mib(p.page.buffers)} + wasm ${mib(p.page.wasm)}, ${p.count} workers ${mib(p.workers)}`,
+          `${mib(p.page.buffers)} + wasm ${mib(p.page.wasm)}, ${p.count} workers ${mib(p.workers)}: js ` +
+          `${mib(p.workerParts.js)} + buffers ${mib(p.workerParts.buffers)} + wasm ${mib(p.workerParts.wasm)}`,
       );
     }
     return peaks;

@@ -9,6 +9,9 @@
 //!   with a sentence;
 //! - `{job, op: "hash", data}` → `{job, plain_sha256}`, to check a file against an earlier
 //!   attempt before resuming it;
+//! - in both, the request's `data` is the plaintext as a transferred `ArrayBuffer`, which the
+//!   worker frees (detaches) as soon as it has used it, so that parts do not pile up here
+//!   waiting for the garbage collector;
 //! - `{job, op: "bench", ...}` → `{job, ms, bytes}`: see [`bench`].
 //!
 //! The worker holds key material only while a job runs; the page sends it with each job.
@@ -52,15 +55,17 @@ fn main() {
                 let plaintext = data
                     .dyn_ref::<ArrayBuffer>()
                     .map(|b| Uint8Array::new(b).to_vec());
-                set(
-                    &reply,
-                    "plain_sha256",
-                    &JsValue::from_str(&sha256_hex(&data, &plaintext.unwrap_or_default()).await),
-                );
+                let hash = sha256_hex(&data, &plaintext.unwrap_or_default()).await;
+                release(&data);
+                set(&reply, "plain_sha256", &JsValue::from_str(&hash));
                 let _ = scope.post_message(&reply);
                 return;
             }
-            match encrypt(&request).await {
+            let result = encrypt(&request).await;
+            // The plaintext came transferred, so it is this worker's to free, whatever happened
+            // (encrypt() frees it as soon as it can).
+            release(&get(&request, "data"));
+            match result {
                 Ok((ciphertext, sha256, plain_sha256)) => {
                     let buffer = ciphertext.buffer();
                     set(&reply, "data", &buffer);
@@ -98,6 +103,10 @@ async fn encrypt(request: &JsValue) -> Result<(Uint8Array, String, String), Stri
     let last = get(request, "last").as_bool().unwrap_or(false);
     let buffer: ArrayBuffer = get(request, "data").dyn_into().map_err(|_| "bad data")?;
     let plaintext = Uint8Array::new(&buffer).to_vec();
+    // digest() has copied the plaintext when it returns, so its buffer can go before the part
+    // is encrypted, and the hash is computed meanwhile.
+    let plain_sha256 = start_sha256(&buffer);
+    crypto_wasm::webcrypto::release(&buffer);
 
     let key = crypto_wasm::ContentKey::from_ikm(&ikm).map_err(|e| e.to_string())?;
     let encryptor = crypto_wasm::Encryptor::with_salt_and_rs(&key, salt, crypto_wasm::RECORD_SIZE)
@@ -115,21 +124,42 @@ async fn encrypt(request: &JsValue) -> Result<(Uint8Array, String, String), Stri
     let out = Uint8Array::new_with_length(ciphertext.len() as u32);
     out.copy_from(&ciphertext);
     let sha256 = sha256_hex(&out, &ciphertext).await;
-    let plain_sha256 = sha256_hex(&buffer, &plaintext).await;
+    let plain_sha256 = finish_sha256(plain_sha256, &plaintext).await;
     Ok((out, sha256, plain_sha256))
 }
 
 /// SHA-256 of `data` (a JS buffer holding the same bytes as `bytes`) in lowercase hex, with
 /// WebCrypto's digest when it is there (several times the wasm speed), else with `sha2`.
 async fn sha256_hex(data: &JsValue, bytes: &[u8]) -> String {
+    finish_sha256(start_sha256(data), bytes).await
+}
+
+/// Starts WebCrypto's SHA-256 of the JS buffer `data`, when the context has WebCrypto.
+/// digest() copies its input before it returns: `data` may be freed at once.
+fn start_sha256(data: &JsValue) -> Option<js_sys::Promise> {
     let subtle = get(&get(&js_sys::global(), "crypto"), "subtle");
-    if let Ok(digest) = get(&subtle, "digest").dyn_into::<js_sys::Function>()
-        && let Ok(promise) = digest.call2(&subtle, &JsValue::from_str("SHA-256"), data)
-        && let Ok(hash) = wasm_bindgen_futures::JsFuture::from(js_sys::Promise::from(promise)).await
+    let digest = get(&subtle, "digest").dyn_into::<js_sys::Function>().ok()?;
+    let promise = digest.call2(&subtle, &JsValue::from_str("SHA-256"), data);
+    promise.ok().map(js_sys::Promise::from)
+}
+
+/// The lowercase hex SHA-256 of `bytes`: what `started` ([`start_sha256`] of the same bytes)
+/// resolves to, or computed with `sha2` when WebCrypto is missing or failed.
+async fn finish_sha256(started: Option<js_sys::Promise>, bytes: &[u8]) -> String {
+    if let Some(promise) = started
+        && let Ok(hash) = wasm_bindgen_futures::JsFuture::from(promise).await
     {
         return hex::encode(Uint8Array::new(&hash).to_vec());
     }
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// Frees `data` now if it is an `ArrayBuffer`, rather than leave it to the garbage collector:
+/// see [`crypto_wasm::webcrypto::release`].
+fn release(data: &JsValue) {
+    if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
+        crypto_wasm::webcrypto::release(buffer);
+    }
 }
 
 fn get(object: &JsValue, key: &str) -> JsValue {
