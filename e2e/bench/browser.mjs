@@ -6,12 +6,14 @@
 // `*-test.mjs`, `*_test.mjs`, `test-*.mjs`, `test.mjs`, anything under a `test/` directory), so
 // `node --test e2e/` (`cargo xtask test`) never runs it; xtask has a unit test for that.
 //
-// Each run measures both sides in one tab of the same browser against the same server, timed in
-// the page, and prints one line on stdout (progress goes to stderr). MB is 10^6 bytes of the
-// file (plaintext) for both sides; `in_flight` is the parts in flight on both sides, the app's.
+// Each run measures both sides in fresh tabs of the same browser against the same server, timed
+// in the page, over BITSTRATUS_BENCH_ROUNDS rounds (default 3) that alternate which side goes
+// first, and reports each side's median; it prints one line on stdout (progress goes to
+// stderr). MB is 10^6 bytes of the file (plaintext) for both sides; `in_flight` is the parts
+// in flight on both sides, the app's.
 //
-//   browser-upload: ratio=<encrypted/plain> encrypted_MBps=.. plain_MBps=.. bytes=.. parts=.. in_flight=4
-//   browser-download: ratio=<encrypted/plain> encrypted_MBps=.. plain_MBps=.. bytes=.. parts=.. in_flight=3
+//   browser-upload: ratio=<encrypted/plain> encrypted_MBps=.. plain_MBps=.. bytes=.. parts=.. in_flight=4 rounds=3
+//   browser-download: ratio=<encrypted/plain> encrypted_MBps=.. plain_MBps=.. bytes=.. parts=.. in_flight=3 rounds=3
 //
 // upload: the real UI uploads a file (from clicking #upload to the share link appearing) vs the
 // same page PUTting the same bytes, read from the same file through a `File`, unencrypted (but
@@ -26,7 +28,7 @@
 // BITSTRATUS_BENCH_BYTES sets the file size (`268435456`, `256MiB`, `1GiB`; default 256 MiB).
 // The in-page download path holds the whole file in memory, so 1 GiB may not fit in one tab.
 
-import { closeSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, openSync, readdirSync, rmSync, writeSync } from "node:fs";
 import { createHash, randomBytes } from "node:crypto";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -203,34 +205,78 @@ async function plainDownloadInPage({ id, auth, partCount, inFlight }) {
   return { ms, received: parts.reduce((sum, part) => sum + part.byteLength, 0) };
 }
 
-async function benchUpload(tab, origin, path, size) {
-  log(`upload: through the UI (encrypting), ${size} bytes`);
-  const ui = await uiUpload(tab, path);
-  log(`upload: UI took ${(ui.ms / 1000).toFixed(2)} s; now plain through the API`);
-  await pickBenchFile(tab, path);
-  const plain = await tab.evaluate(plainUploadInPage, { partSize: PLAINTEXT_PER_PART, inFlight: APP_UPLOAD_IN_FLIGHT });
-  log(`upload: plain took ${(plain.ms / 1000).toFixed(2)} s`);
-  return { encryptedMs: ui.ms, plainMs: plain.ms, parts: plain.partCount, inFlight: APP_UPLOAD_IN_FLIGHT };
+/** The median of some numbers (the upper one of the middle two for an even count). */
+const median = (values) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)];
+
+/**
+ * Runs `measure(side)` for both sides over `rounds` rounds, alternating which goes first (on a
+ * VM a side that runs into freshly returned memory or a cold cache is measured slower, so a
+ * fixed order would favour one side), each in a fresh tab; returns each side's median ms.
+ */
+async function alternate(rounds, measure) {
+  const times = { encrypted: [], plain: [] };
+  for (let round = 0; round < rounds; round++) {
+    for (const side of round % 2 === 0 ? ["encrypted", "plain"] : ["plain", "encrypted"]) {
+      const ms = await measure(side);
+      log(`round ${round}: ${side} ${(ms / 1000).toFixed(2)} s`);
+      times[side].push(ms);
+    }
+  }
+  return { encryptedMs: median(times.encrypted), plainMs: median(times.plain) };
 }
 
-async function benchDownload(tab, origin, path, size) {
+/** Opens a fresh uninstrumented tab on `url`, runs `body(tab)` and closes the tab. */
+async function inTab(browser, url, downloads, body) {
+  const tab = await openTab(browser, url, { downloadDir: downloads });
+  try {
+    return await body(tab);
+  } finally {
+    if (tab.problems.length) log(`page problems: ${tab.problems.join("; ")}`);
+    await tab.close();
+  }
+}
+
+async function benchUpload({ browser, origin, path, size, downloads, rounds }) {
+  log(`upload: ${size} bytes, ${rounds} rounds`);
+  const plainUpload = (tab) =>
+    pickBenchFile(tab, path).then(() =>
+      tab.evaluate(plainUploadInPage, { partSize: PLAINTEXT_PER_PART, inFlight: APP_UPLOAD_IN_FLIGHT }),
+    );
+  // Untimed warm-up of the server and the browser.
+  const warm = await inTab(browser, origin + "/", downloads, plainUpload);
+  const r = await alternate(rounds, (side) =>
+    inTab(browser, origin + "/", downloads, async (tab) =>
+      side === "encrypted" ? (await uiUpload(tab, path)).ms : (await plainUpload(tab)).ms,
+    ),
+  );
+  return { ...r, parts: warm.partCount, inFlight: APP_UPLOAD_IN_FLIGHT };
+}
+
+async function benchDownload({ browser, origin, path, size, downloads, rounds }) {
   // Untimed set-up: the same file uploaded once through the UI and once plain.
-  log(`download: set-up uploads of ${size} bytes (untimed)`);
-  const { share } = await uiUpload(tab, path);
-  await pickBenchFile(tab, path);
-  const upload = await tab.evaluate(plainUploadInPage, { partSize: PLAINTEXT_PER_PART, inFlight: APP_UPLOAD_IN_FLIGHT });
-
-  await tab.goto(share);
-  await tab.waitFor("#download, .error");
-  log("download: through the UI (decrypting)");
-  const ui = await tab.evaluate(uiDownloadInPage);
-  log(`download: UI took ${(ui.ms / 1000).toFixed(2)} s; now plain from the API`);
-
-  await tab.goto(origin + "/");
-  const plain = await tab.evaluate(plainDownloadInPage, { ...upload, inFlight: APP_DOWNLOAD_IN_FLIGHT });
-  if (plain.received !== size) throw new Error(`the plain download got ${plain.received} bytes, expected ${size}`);
-  log(`download: plain took ${(plain.ms / 1000).toFixed(2)} s`);
-  return { encryptedMs: ui.ms, plainMs: plain.ms, parts: upload.partCount, inFlight: APP_DOWNLOAD_IN_FLIGHT };
+  log(`download: set-up uploads of ${size} bytes (untimed), then ${rounds} rounds`);
+  const { share } = await inTab(browser, origin + "/", downloads, (tab) => uiUpload(tab, path));
+  const upload = await inTab(browser, origin + "/", downloads, async (tab) => {
+    await pickBenchFile(tab, path);
+    return tab.evaluate(plainUploadInPage, { partSize: PLAINTEXT_PER_PART, inFlight: APP_UPLOAD_IN_FLIGHT });
+  });
+  const r = await alternate(rounds, async (side) => {
+    if (side === "encrypted") {
+      const ms = await inTab(browser, share, downloads, async (tab) => {
+        await tab.waitFor("#download, .error");
+        return (await tab.evaluate(uiDownloadInPage)).ms;
+      });
+      // The saved copies would fill the disk over the rounds.
+      for (const name of readdirSync(downloads)) rmSync(join(downloads, name), { force: true });
+      return ms;
+    }
+    return inTab(browser, origin + "/", downloads, async (tab) => {
+      const plain = await tab.evaluate(plainDownloadInPage, { ...upload, inFlight: APP_DOWNLOAD_IN_FLIGHT });
+      if (plain.received !== size) throw new Error(`the plain download got ${plain.received} bytes, expected ${size}`);
+      return plain.ms;
+    });
+  });
+  return { ...r, parts: upload.partCount, inFlight: APP_DOWNLOAD_IN_FLIGHT };
 }
 
 async function main() {
@@ -240,21 +286,19 @@ async function main() {
   const size = benchBytes();
   const file = randomFile(size);
   const downloads = mkdtempSync(join(tmpdir(), "bitstratus-bench-downloads-"));
+  const rounds = Number(process.env.BITSTRATUS_BENCH_ROUNDS ?? 3);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error("BITSTRATUS_BENCH_ROUNDS must be a positive integer");
   const server = await startServer();
   const browser = await launchBrowser();
-  let tab;
   try {
-    tab = await openTab(browser, server.origin + "/", { downloadDir: downloads });
-    const r = await run(tab, server.origin, file.path, size);
+    const r = await run({ browser, origin: server.origin, path: file.path, size, downloads, rounds });
     const mbps = (ms) => size / 1e6 / (ms / 1000);
     const [encrypted, plain] = [mbps(r.encryptedMs), mbps(r.plainMs)];
     console.log(
       `browser-${which}: ratio=${(encrypted / plain).toFixed(3)} encrypted_MBps=${encrypted.toFixed(1)} ` +
-        `plain_MBps=${plain.toFixed(1)} bytes=${size} parts=${r.parts} in_flight=${r.inFlight}`,
+        `plain_MBps=${plain.toFixed(1)} bytes=${size} parts=${r.parts} in_flight=${r.inFlight} rounds=${rounds}`,
     );
   } finally {
-    if (tab?.problems.length) log(`page problems: ${tab.problems.join("; ")}`);
-    await tab?.close();
     await browser.close();
     await server.stop();
     rmSync(server.dataDir, { recursive: true, force: true });
