@@ -83,6 +83,13 @@ impl Cli {
         String::from_utf8(output.stdout).unwrap()
     }
 
+    /// Downloads `link` into a fresh directory; returns the bytes saved as `name`.
+    pub(crate) fn downloaded(&self, link: &str, name: &str) -> Vec<u8> {
+        let out = tempfile::tempdir().unwrap();
+        self.ok(&["download", link, "-o", out.path().to_str().unwrap()]);
+        std::fs::read(out.path().join(name)).unwrap()
+    }
+
     /// Uploads with `--json` and returns one report per file.
     pub(crate) fn upload(&self, args: &[&str]) -> Vec<serde_json::Value> {
         let mut all = vec!["--json", "upload"];

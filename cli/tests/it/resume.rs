@@ -51,14 +51,7 @@ fn an_interrupted_upload_sends_only_the_missing_parts() {
         "the resume record is gone once complete"
     );
 
-    let out = tempfile::tempdir().unwrap();
-    cli.ok(&[
-        "download",
-        field(&report[0], "share_link"),
-        "-o",
-        out.path().to_str().unwrap(),
-    ]);
-    assert!(std::fs::read(out.path().join("big.bin")).unwrap() == bytes);
+    assert!(cli.downloaded(field(&report[0], "share_link"), "big.bin") == bytes);
 }
 
 #[test]
@@ -111,14 +104,7 @@ fn a_file_changed_since_the_interruption_is_refused() {
     assert_eq!(report[0]["resumed"], false);
     let (status, _) = api_get(&server.url, &format!("/files/{id}/parts"), &owner);
     assert_eq!(status, 404);
-    let out = tempfile::tempdir().unwrap();
-    cli.ok(&[
-        "download",
-        field(&report[0], "share_link"),
-        "-o",
-        out.path().to_str().unwrap(),
-    ]);
-    assert!(std::fs::read(out.path().join("doc.bin")).unwrap() == bytes);
+    assert!(cli.downloaded(field(&report[0], "share_link"), "doc.bin") == bytes);
 }
 
 #[test]
