@@ -465,7 +465,9 @@ mod native {
     use super::{CASES, generate, run_case};
 
     fn vector_dir() -> PathBuf {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/vectors")
+        // Found at run time: checkouts sharing a target dir share compiled tests.
+        PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+            .join("tests/vectors")
     }
 
     /// Every file of the vector directory, by name.

@@ -79,8 +79,13 @@ fn main() -> ExitCode {
 }
 
 /// The workspace root (xtask lives one level below it).
+///
+/// Read at run time (cargo sets `CARGO_MANIFEST_DIR` for `cargo run`): checkouts that share one
+/// `CARGO_TARGET_DIR` share one compiled xtask, whose compile-time path may be another one's.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+    manifest_dir
         .parent()
         .expect("xtask is inside the workspace")
         .to_path_buf()

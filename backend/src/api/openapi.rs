@@ -181,12 +181,15 @@ mod tests {
     /// `BITSTRATUS_WRITE_OPENAPI=1 cargo test -p backend --lib openapi`.
     #[test]
     fn committed_openapi_document_matches_the_code() {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/openapi.json");
+        // Found at run time: checkouts sharing a target dir share compiled tests.
+        let path =
+            std::path::PathBuf::from(std::env::var_os("CARGO_MANIFEST_DIR").expect("run by cargo"))
+                .join("../docs/openapi.json");
         let generated = document();
         if std::env::var_os("BITSTRATUS_WRITE_OPENAPI").is_some() {
-            std::fs::write(path, &generated).expect("write docs/openapi.json");
+            std::fs::write(&path, &generated).expect("write docs/openapi.json");
         }
-        let committed = std::fs::read_to_string(path).unwrap_or_default();
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
             "docs/openapi.json differs from the API the code serves: regenerate it with \
