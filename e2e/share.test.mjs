@@ -219,6 +219,43 @@ test("a dropped part upload is retried and the file arrives intact", async () =>
   await context.close();
 });
 
+for (const [how, crash] of [
+  ["fails with an uncaught error", "throw new Error(\"injected worker crash\")"],
+  ["goes silent", "/* swallowed: no answer, no error */"],
+]) {
+  test(`a crypto worker that ${how} mid-upload is replaced and its part encrypted again`, async () => {
+    const bytes = randomBytes(9 * MiB);
+    const isCrypto = (worker) => worker.url().endsWith("/worker_loader.js");
+    let started = 0;
+    let pool = 0;
+    const [{ share }] = await upload([tempFile("crash.bin", bytes)], {
+      prepare: (page) => {
+        page.on("worker", (worker) => (started += isCrypto(worker)));
+        // Once the workers are up (the pool starts before the file is created), the first one
+        // is made to swallow its next job and then fail or say nothing.
+        return page.route("**/api/v1/files", async (route) => {
+          const workers = page.workers().filter(isCrypto);
+          pool = workers.length;
+          await workers[0].evaluate(`{
+            const serve = self.onmessage;
+            self.onmessage = () => {
+              self.onmessage = serve;
+              ${crash};
+            };
+          }`);
+          return route.continue();
+        });
+      },
+      expected: /injected worker crash/,
+    });
+    assert.ok(pool > 0, "the crypto workers were running when the file was created");
+    assert.equal(started, pool + 1, "one fresh worker replaced the lost one");
+    const { context, page } = await open(share);
+    assert.equal(sha256((await downloadBytes(page)).bytes), sha256(bytes));
+    await context.close();
+  });
+}
+
 test("an interrupted download resumes from the failed part without counting again", async () => {
   const bytes = randomBytes(13 * MiB);
   const [{ share }] = await upload([tempFile("resumable.bin", bytes)], { limit: 1 });

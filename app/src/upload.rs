@@ -413,11 +413,10 @@ async fn upload_file(
                 let earlier = record.get(&n).cloned();
                 async move {
                     let start = n * per_part;
-                    let plaintext =
-                        util::read_slice(file, start, (start + per_part).min(size)).await?;
+                    let read = || util::read_slice(file, start, (start + per_part).min(size));
                     let now = match pool {
-                        Some(pool) => pool.hash(plaintext).await?,
-                        None => hash_in_page(plaintext),
+                        Some(pool) => pool.hash(read).await?,
+                        None => hash_in_page(read().await?),
                     };
                     Ok::<bool, String>(earlier.as_deref() == Some(now.as_str()))
                 }
@@ -446,11 +445,11 @@ async fn upload_file(
             let (plan, sent) = (&plan, &sent);
             async move {
                 let start = n * per_part;
-                let plaintext = util::read_slice(file, start, (start + per_part).min(size)).await?;
+                let read = || util::read_slice(file, start, (start + per_part).min(size));
                 let last = n + 1 == count;
                 let sealed = match pool {
-                    Some(pool) => pool.encrypt(ikm, &salt, n, last, plaintext).await?,
-                    None => seal_in_page(&plan.encryptor, n, last, plaintext)?,
+                    Some(pool) => pool.encrypt(ikm, &salt, n, last, read).await?,
+                    None => seal_in_page(&plan.encryptor, n, last, read().await?)?,
                 };
                 if let Some(record) = &plan.record {
                     let mut record = record.borrow_mut();

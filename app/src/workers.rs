@@ -2,6 +2,13 @@
 //! one per core (at most [`MAX_WORKERS`]), that encrypt parts off the main thread. Jobs go
 //! round-robin; each answer resolves the future of the job it names.
 //!
+//! A worker that fails (an uncaught error, a message it cannot read) or does not answer a job
+//! within [`JOB_TIMEOUT_MS`] is taken as lost: it is terminated, its jobs fail as
+//! [`JobError::Lost`], and the next job given to its place starts a fresh worker. Callers
+//! retry a lost job (encryption is deterministic, so a retry sends the same bytes); without
+//! this, one dead worker would leave every job sent to it waiting forever and the upload
+//! stalled with nothing on screen.
+//!
 //! Plaintext goes to a worker and ciphertext comes back as transferred `ArrayBuffer`s, so
 //! neither is copied through this page's wasm memory. Each is freed as soon as it is used (the
 //! plaintext by the worker, the ciphertext when its [`SealedPart`] drops), not at the next
@@ -11,16 +18,24 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use futures::FutureExt as _;
 use futures::channel::oneshot;
+use futures::future::Shared;
 use js_sys::{Array, ArrayBuffer, Object, Reflect, Uint8Array};
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
-use web_sys::{MessageEvent, Worker};
+use web_sys::{Event, MessageEvent, Worker};
 
 /// More workers than this gain nothing: the upload link, not the CPU, is then the limit.
 const MAX_WORKERS: usize = 4;
 /// Trunk's loader for the worker bundle (see `app/index.html`).
 const WORKER_URL: &str = "/worker_loader.js";
+/// A worker that has not answered a job (or, once started, said it is ready) after this long
+/// is taken as dead. A part takes milliseconds to encrypt, well under a second even with the
+/// wasm fallback on a slow machine, so this only ever fires for a worker that is gone.
+const JOB_TIMEOUT_MS: i32 = 30_000;
+/// Times one part is given to a worker before its failure is the upload's.
+const ATTEMPTS: u32 = 3;
 
 /// An encrypted part, as a worker returns it. Dropping it frees the ciphertext's buffer at
 /// once: keep it until the part is sent (a request copies its body when it is made).
@@ -40,27 +55,61 @@ impl Drop for SealedPart {
     }
 }
 
-type Pending = Rc<RefCell<HashMap<u32, oneshot::Sender<Result<JsValue, String>>>>>;
+/// Why a job failed.
+#[derive(Debug)]
+enum JobError {
+    /// The worker died or stopped answering: the same job may succeed on another one.
+    Lost(String),
+    /// The worker answered with an error: the job itself cannot succeed.
+    Failed(String),
+}
 
-/// A pool of started, ready crypto workers. Dropping it terminates them.
+impl JobError {
+    fn message(self) -> String {
+        match self {
+            Self::Lost(message) | Self::Failed(message) => message,
+        }
+    }
+}
+
+/// A job waiting for its answer, and the worker (by id) that has it.
+struct Waiting {
+    worker: u32,
+    answer: oneshot::Sender<Result<JsValue, JobError>>,
+}
+
+type Pending = Rc<RefCell<HashMap<u32, Waiting>>>;
+
+/// A pool of crypto workers. Dropping it terminates them.
 #[derive(Clone)]
 pub(crate) struct Pool {
     inner: Rc<Inner>,
 }
 
 struct Inner {
-    workers: Vec<Worker>,
-    next_worker: Cell<usize>,
+    slots: RefCell<Vec<Slot>>,
+    next_slot: Cell<usize>,
+    next_worker_id: Cell<u32>,
     next_job: Cell<u32>,
     pending: Pending,
-    // Kept alive as long as the pool: the workers call them.
-    _handlers: Vec<Closure<dyn FnMut(MessageEvent)>>,
+}
+
+/// One started worker, with what its handlers share.
+struct Slot {
+    id: u32,
+    worker: Worker,
+    /// Resolves once the worker has loaded its wasm; fails if it dies first.
+    ready: Shared<oneshot::Receiver<()>>,
+    alive: Rc<Cell<bool>>,
+    // Kept alive as long as the slot: the worker calls them.
+    _on_message: Closure<dyn FnMut(MessageEvent)>,
+    _on_error: Closure<dyn FnMut(Event)>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for worker in &self.workers {
-            worker.terminate();
+        for slot in self.slots.borrow().iter() {
+            slot.worker.terminate();
         }
     }
 }
@@ -68,7 +117,7 @@ impl Drop for Inner {
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
-            .field("workers", &self.inner.workers.len())
+            .field("workers", &self.inner.slots.borrow().len())
             .finish()
     }
 }
@@ -79,53 +128,57 @@ impl Pool {
     pub(crate) async fn start() -> Result<Pool, String> {
         let cores = crate::util::window().navigator().hardware_concurrency() as usize;
         let count = cores.clamp(1, MAX_WORKERS);
-        let pending = Pending::default();
-        let mut workers = Vec::with_capacity(count);
-        let mut handlers = Vec::with_capacity(count);
-        let mut readiness = Vec::with_capacity(count);
-        for _ in 0..count {
-            let worker =
-                Worker::new(WORKER_URL).map_err(|_| "the browser refused to start a worker")?;
-            let (ready_tx, ready_rx) = oneshot::channel::<()>();
-            let handler = handler(ready_tx, Rc::clone(&pending));
-            worker.set_onmessage(Some(handler.as_ref().unchecked_ref()));
-            workers.push(worker);
-            handlers.push(handler);
-            readiness.push(ready_rx);
-        }
         let pool = Pool {
             inner: Rc::new(Inner {
-                workers,
-                next_worker: Cell::new(0),
+                slots: RefCell::new(Vec::with_capacity(count)),
+                next_slot: Cell::new(0),
+                next_worker_id: Cell::new(0),
                 next_job: Cell::new(0),
-                pending,
-                _handlers: handlers,
+                pending: Pending::default(),
             }),
         };
+        let mut readiness = Vec::with_capacity(count);
+        for _ in 0..count {
+            let slot = pool.start_worker()?;
+            readiness.push(slot.ready.clone());
+            pool.inner.slots.borrow_mut().push(slot);
+        }
         for ready in readiness {
-            ready.await.map_err(|_| "a crypto worker did not start")?;
+            within_timeout(ready)
+                .await
+                .and_then(|r| r.ok())
+                .ok_or("a crypto worker did not start")?;
         }
         Ok(pool)
     }
 
-    /// Encrypts part `part` of the body keyed by (`ikm`, `salt`) in a worker. `plaintext` is
-    /// transferred to the worker: it is unusable here afterwards.
-    pub(crate) async fn encrypt(
+    /// Encrypts part `part` of the body keyed by (`ikm`, `salt`) in a worker. `read` gives the
+    /// part's plaintext, which is transferred to the worker (unusable here afterwards); it is
+    /// called again when a worker is lost with the part.
+    pub(crate) async fn encrypt<F, Fut>(
         &self,
         ikm: &[u8],
         salt: &[u8; 16],
         part: u64,
         last: bool,
-        plaintext: ArrayBuffer,
-    ) -> Result<SealedPart, String> {
-        let request = Object::new();
-        set(&request, "op", &JsValue::from_str("encrypt"));
-        set(&request, "ikm", &Uint8Array::from(ikm));
-        set(&request, "salt", &Uint8Array::from(&salt[..]));
-        set(&request, "part", &JsValue::from_f64(part as f64));
-        set(&request, "last", &JsValue::from_bool(last));
-        set(&request, "data", &plaintext);
-        let reply = self.call(request, &plaintext).await?;
+        read: F,
+    ) -> Result<SealedPart, String>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<ArrayBuffer, String>>,
+    {
+        let reply = self
+            .run(read, |plaintext| {
+                let request = Object::new();
+                set(&request, "op", &JsValue::from_str("encrypt"));
+                set(&request, "ikm", &Uint8Array::from(ikm));
+                set(&request, "salt", &Uint8Array::from(&salt[..]));
+                set(&request, "part", &JsValue::from_f64(part as f64));
+                set(&request, "last", &JsValue::from_bool(last));
+                set(&request, "data", plaintext);
+                request
+            })
+            .await?;
         match get(&reply, "data").dyn_into::<ArrayBuffer>() {
             Ok(buffer) => Ok(SealedPart {
                 ciphertext: Uint8Array::new(&buffer),
@@ -136,48 +189,184 @@ impl Pool {
         }
     }
 
-    /// SHA-256 (lowercase hex) of `plaintext`, computed in a worker; `plaintext` is transferred.
-    pub(crate) async fn hash(&self, plaintext: ArrayBuffer) -> Result<String, String> {
-        let request = Object::new();
-        set(&request, "op", &JsValue::from_str("hash"));
-        set(&request, "data", &plaintext);
-        let reply = self.call(request, &plaintext).await?;
+    /// SHA-256 (lowercase hex) of the plaintext `read` gives, computed in a worker (the
+    /// buffer is transferred to it).
+    pub(crate) async fn hash<F, Fut>(&self, read: F) -> Result<String, String>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<ArrayBuffer, String>>,
+    {
+        let reply = self
+            .run(read, |plaintext| {
+                let request = Object::new();
+                set(&request, "op", &JsValue::from_str("hash"));
+                set(&request, "data", plaintext);
+                request
+            })
+            .await?;
         get(&reply, "plain_sha256")
             .as_string()
             .ok_or_else(|| "the crypto worker sent no hash".to_owned())
     }
 
+    /// Runs the job `request(data)` on the next worker with the buffer `read` gives, and again
+    /// (reading again) on another one when a worker is lost with it, up to [`ATTEMPTS`] times.
+    async fn run<F, Fut>(
+        &self,
+        read: F,
+        request: impl Fn(&ArrayBuffer) -> Object,
+    ) -> Result<JsValue, String>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<ArrayBuffer, String>>,
+    {
+        let mut attempt = 1;
+        loop {
+            let data = read().await?;
+            match self.call(request(&data), &data).await {
+                Ok(reply) => return Ok(reply),
+                Err(JobError::Lost(_)) if attempt < ATTEMPTS => attempt += 1,
+                Err(e) => return Err(e.message()),
+            }
+        }
+    }
+
     /// Sends `request` (with `transfer` moved, not copied) to the next worker and waits for
-    /// its answer.
-    async fn call(&self, request: Object, transfer: &ArrayBuffer) -> Result<JsValue, String> {
+    /// its answer; a dead worker in that place is replaced first.
+    async fn call(&self, request: Object, transfer: &ArrayBuffer) -> Result<JsValue, JobError> {
+        let (id, worker, ready) = self.next_slot()?;
+        within_timeout(ready)
+            .await
+            .and_then(|r| r.ok())
+            .ok_or_else(|| JobError::Lost("a crypto worker did not start".into()))?;
         let inner = &self.inner;
         let job = inner.next_job.get();
         inner.next_job.set(job.wrapping_add(1));
         let (tx, rx) = oneshot::channel();
-        inner.pending.borrow_mut().insert(job, tx);
+        let waiting = Waiting {
+            worker: id,
+            answer: tx,
+        };
+        inner.pending.borrow_mut().insert(job, waiting);
         set(&request, "job", &JsValue::from(job));
-        let index = inner.next_worker.get();
-        inner.next_worker.set((index + 1) % inner.workers.len());
-        if inner.workers[index]
+        if worker
             .post_message_with_transfer(&request, &Array::of1(transfer))
             .is_err()
         {
             inner.pending.borrow_mut().remove(&job);
-            return Err("could not hand the part to a crypto worker".into());
+            return Err(JobError::Failed(
+                "could not hand the part to a crypto worker".into(),
+            ));
         }
-        rx.await
-            .map_err(|_| "the crypto worker stopped".to_owned())?
+        match within_timeout(rx).await {
+            Some(Ok(answer)) => answer,
+            Some(Err(_)) => Err(JobError::Lost("the crypto worker stopped".into())),
+            None => {
+                self.lose(id, "a crypto worker stopped answering");
+                Err(JobError::Lost("a crypto worker stopped answering".into()))
+            }
+        }
+    }
+
+    /// The next worker in turn (id, handle, readiness), started afresh if the one in that
+    /// place was lost.
+    fn next_slot(&self) -> Result<(u32, Worker, Shared<oneshot::Receiver<()>>), JobError> {
+        let inner = &self.inner;
+        let index = inner.next_slot.get();
+        let count = inner.slots.borrow().len();
+        inner.next_slot.set((index + 1) % count);
+        if !inner.slots.borrow()[index].alive.get() {
+            let fresh = self.start_worker().map_err(|e| JobError::Lost(e.into()))?;
+            inner.slots.borrow_mut()[index] = fresh;
+        }
+        let slots = inner.slots.borrow();
+        let slot = &slots[index];
+        Ok((slot.id, slot.worker.clone(), slot.ready.clone()))
+    }
+
+    /// Terminates the worker `id` if it is still in the pool and fails its jobs as lost.
+    fn lose(&self, id: u32, why: &str) {
+        if let Some(slot) = self.inner.slots.borrow().iter().find(|s| s.id == id) {
+            fail_worker(&slot.worker, &slot.alive, &self.inner.pending, id, why);
+        }
+    }
+
+    /// Starts one worker with its handlers; it is ready once `ready` resolves.
+    fn start_worker(&self) -> Result<Slot, &'static str> {
+        let id = self.inner.next_worker_id.get();
+        self.inner.next_worker_id.set(id.wrapping_add(1));
+        let worker =
+            Worker::new(WORKER_URL).map_err(|_| "the browser refused to start a worker")?;
+        let alive = Rc::new(Cell::new(true));
+        let (ready_tx, ready_rx) = oneshot::channel::<()>();
+        // Shared by both handlers: a worker that fails before it is ready fails its readiness.
+        let ready_tx = Rc::new(RefCell::new(Some(ready_tx)));
+        let on_message = on_message(Rc::clone(&ready_tx), Rc::clone(&self.inner.pending));
+        let on_error = {
+            let (worker, alive, pending) = (
+                worker.clone(),
+                Rc::clone(&alive),
+                Rc::clone(&self.inner.pending),
+            );
+            Closure::<dyn FnMut(Event)>::new(move |event: Event| {
+                event.prevent_default();
+                ready_tx.borrow_mut().take();
+                let detail = get(&event, "message").as_string().unwrap_or_default();
+                let why = format!("a crypto worker failed: {detail}");
+                fail_worker(&worker, &alive, &pending, id, &why);
+            })
+        };
+        worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
+        worker.set_onmessageerror(Some(on_error.as_ref().unchecked_ref()));
+        Ok(Slot {
+            id,
+            worker,
+            ready: ready_rx.shared(),
+            alive,
+            _on_message: on_message,
+            _on_error: on_error,
+        })
+    }
+}
+
+/// Terminates `worker` (id `id`), marks it dead and fails every job it had as lost.
+fn fail_worker(worker: &Worker, alive: &Cell<bool>, pending: &Pending, id: u32, why: &str) {
+    alive.set(false);
+    worker.terminate();
+    let lost: Vec<u32> = pending
+        .borrow()
+        .iter()
+        .filter(|(_, w)| w.worker == id)
+        .map(|(job, _)| *job)
+        .collect();
+    for job in lost {
+        if let Some(waiting) = pending.borrow_mut().remove(&job) {
+            let _ = waiting.answer.send(Err(JobError::Lost(why.to_owned())));
+        }
+    }
+}
+
+/// `future`'s output, or `None` after [`JOB_TIMEOUT_MS`].
+async fn within_timeout<T>(future: impl Future<Output = T>) -> Option<T> {
+    let timeout = crate::util::sleep_ms(JOB_TIMEOUT_MS);
+    futures::pin_mut!(future, timeout);
+    match futures::future::select(future, timeout).await {
+        futures::future::Either::Left((output, _)) => Some(output),
+        futures::future::Either::Right(((), _)) => None,
     }
 }
 
 /// The `onmessage` handler of one worker: its first message says it is ready, every later
 /// one answers a job.
-fn handler(ready: oneshot::Sender<()>, pending: Pending) -> Closure<dyn FnMut(MessageEvent)> {
-    let mut ready = Some(ready);
+fn on_message(
+    ready: Rc<RefCell<Option<oneshot::Sender<()>>>>,
+    pending: Pending,
+) -> Closure<dyn FnMut(MessageEvent)> {
     Closure::new(move |event: MessageEvent| {
         let data = event.data();
         if get(&data, "ready").is_truthy() {
-            if let Some(tx) = ready.take() {
+            if let Some(tx) = ready.borrow_mut().take() {
                 let _ = tx.send(());
             }
             return;
@@ -185,14 +374,14 @@ fn handler(ready: oneshot::Sender<()>, pending: Pending) -> Closure<dyn FnMut(Me
         let Some(job) = get(&data, "job").as_f64() else {
             return;
         };
-        let Some(tx) = pending.borrow_mut().remove(&(job as u32)) else {
+        let Some(waiting) = pending.borrow_mut().remove(&(job as u32)) else {
             return;
         };
         let reply = match get(&data, "error").as_string() {
-            Some(error) => Err(format!("encryption failed: {error}")),
+            Some(error) => Err(JobError::Failed(format!("encryption failed: {error}"))),
             None => Ok(data),
         };
-        let _ = tx.send(reply);
+        let _ = waiting.answer.send(reply);
     })
 }
 
