@@ -5,7 +5,8 @@
 // partSize, name, size}) with a MessagePort, then opens /stream/<token> in a hidden frame. This
 // worker answers that request with a ReadableStream that fetches parts with the ticket (a few
 // ahead), decrypts them in order (`StreamDecryptor` from the worker bundle: WebCrypto, else
-// wasm) and enqueues each part's plaintext (large writes, ~4 MiB). A dropped connection or a
+// wasm; WebCrypto reads the records straight from the fetched part) and enqueues each part's
+// plaintext in one piece (large writes, ~4 MiB). A dropped connection or a
 // server restart does not end the download: the part continues from the last byte received
 // (see `fetchPart`). Progress, retries, success and failure go back through the port. A
 // truncated or tampered body errors the stream, so the browser marks the download failed
@@ -75,16 +76,20 @@ function partRange(job, n) {
 /** An error that retrying cannot fix; `damaged` when the server sent wrong bytes. */
 const final = (message, damaged) => Object.assign(new Error(message), { final: true, network: !damaged });
 
+/** The length of the largest part: every part's buffer has it, so any one can be reused. */
+const partCapacity = (job) => Math.min(job.bodySize, Math.max(job.firstPartSize, job.partSize));
+
 /**
- * Fetches part `n` whole, resiliently: the bytes are kept as they arrive, and after a dropped
- * connection, a server restart or a 5xx the rest is asked for with a byte range from where it
- * stopped (the part's records are verified once complete, so nothing received is wasted or
- * trusted early). It retries with backoff (0.5 s doubling to 30 s) for as long as bytes keep
- * coming, and gives up after GIVE_UP_MS without any; `report` hears of each retry.
+ * Fetches part `n` whole, into a buffer from `spare` if there is one, resiliently: the bytes
+ * are kept as they arrive, and after a dropped connection, a server restart or a 5xx the rest
+ * is asked for with a byte range from where it stopped (the part's records are verified once
+ * complete, so nothing received is wasted or trusted early). It retries with backoff (0.5 s
+ * doubling to 30 s) for as long as bytes keep coming, and gives up after GIVE_UP_MS without
+ * any; `report` hears of each retry.
  */
-async function fetchPart(job, n, report) {
+async function fetchPart(job, n, report, spare) {
   const [start, end] = partRange(job, n);
-  const part = new Uint8Array(end - start);
+  const part = (spare.pop() ?? new Uint8Array(partCapacity(job))).subarray(0, end - start);
   let received = 0;
   let delay = 500;
   let progressAt = Date.now();
@@ -133,11 +138,15 @@ async function respond(job) {
   await wasmReady;
   const decryptor = new wasm_bindgen.StreamDecryptor(job.ikm);
   const fetches = [];
+  // The buffers of parts already decrypted, reused for the next ones: a fresh buffer of a part's
+  // size costs the browser more to map and zero than filling it does (measured: ~0.5 s of this
+  // worker's time per GiB). At most PREFETCH + 1 exist.
+  const spare = [];
   let next = 0;
   const report = (message) => job.port?.postMessage(message);
   const fetchAhead = () => {
     while (next < job.partCount && fetches.length < PREFETCH) {
-      const part = fetchPart(job, next++, report);
+      const part = fetchPart(job, next++, report, spare);
       part.catch(() => {}); // Awaited in order below; this only silences an abandoned one.
       fetches.push(part);
     }
@@ -150,7 +159,11 @@ async function respond(job) {
         try {
           fetchAhead();
           if (fetches.length) {
-            const plaintext = await decryptor.push(await fetches.shift());
+            const ciphertext = await fetches.shift();
+            // The records are decrypted straight from the fetched part (no copy into wasm) into
+            // one buffer of plaintext, enqueued whole.
+            const plaintext = await decryptor.push(ciphertext);
+            spare.push(new Uint8Array(ciphertext.buffer));
             fetchAhead();
             done += 1;
             written += plaintext.length;

@@ -16,7 +16,11 @@
 //! - Decrypting: a [`RecordReader`] turns the pushed bytes into sealed records
 //!   `(seq, nonce, bytes)` ([`Batch`]); the engine opens each one, in any order or all at once,
 //!   and hands its padded plaintext back, in order, to [`RecordReader::accept`], which checks
-//!   the delimiter and the order rules and says how much of it is content.
+//!   the delimiter and the order rules and says how much of it is content. An engine that
+//!   holds the bytes elsewhere (WebCrypto, in JavaScript buffers) pushes only the bytes up to
+//!   a record boundary (`RecordReader::to_boundary`), takes whole records as ranges of its
+//!   own bytes (`RecordReader::push_whole`) and hands back each record's length and last
+//!   bytes (`RecordReader::accept_tail`), under the same rules.
 //! - Random access (seeking): a [`RecordMap`], built from the header and the body's total
 //!   length, locates records by index and turns whole records into [`SealedRecord`]s; the
 //!   engine opens them and hands each back to [`RecordMap::accept`], which checks the delimiter
@@ -408,12 +412,7 @@ impl RecordReader {
             cek = Some(body_cek);
             self.buf.clear();
         }
-        let Phase::Records(position) = &mut self.phase else {
-            return Err(Error::Decrypt);
-        };
-        if position.issued != position.accepted || (position.ended && !input.is_empty()) {
-            return Err(Error::Decrypt);
-        }
+        let position = ready_for(&mut self.phase, input.len())?;
         let rs = position.rs;
         let mut batch = Batch {
             cek,
@@ -451,19 +450,25 @@ impl RecordReader {
         record: &SealedRecord<'_>,
         padded: &[u8],
     ) -> Result<usize, Error> {
-        let result = self.accept_inner(record, padded);
+        let result = self.accept_inner(record.seq, record.bytes.len(), padded.len(), padded);
         self.poison_on_err(result)
     }
 
-    fn accept_inner(&mut self, record: &SealedRecord<'_>, padded: &[u8]) -> Result<usize, Error> {
+    fn accept_inner(
+        &mut self,
+        seq: u64,
+        sealed_len: usize,
+        padded_len: usize,
+        tail: &[u8],
+    ) -> Result<usize, Error> {
         let Phase::Records(position) = &mut self.phase else {
             return Err(Error::Decrypt);
         };
-        let in_order = record.seq == position.accepted && position.accepted < position.issued;
-        if !in_order || position.ended || padded.len() + TAG_LEN != record.bytes.len() {
+        let in_order = seq == position.accepted && position.accepted < position.issued;
+        if !in_order || position.ended || padded_len + TAG_LEN != sealed_len {
             return Err(Error::Decrypt);
         }
-        let (content_len, delimiter) = check_record(padded, record.bytes.len(), position.rs)?;
+        let (content_len, delimiter) = check_record(padded_len, tail, sealed_len, position.rs)?;
         position.accepted += 1;
         if delimiter == DELIMITER_FINAL {
             position.ended = true;
@@ -523,11 +528,134 @@ impl RecordReader {
     }
 }
 
+/// For an engine that holds the body's bytes outside this crate's memory (WebCrypto, reading
+/// JavaScript buffers): the same rules, given lengths, ranges and each record's last bytes.
+#[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
+impl RecordReader {
+    /// Bytes carried over from earlier pushes (the header's, or a record's start).
+    pub(crate) fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// How many more bytes complete the header or the record begun by earlier pushes: 0 when
+    /// the reader stands between records (the header read, nothing carried over), where
+    /// [`RecordReader::push_whole`] may be called.
+    pub(crate) fn to_boundary(&self) -> usize {
+        match &self.phase {
+            Phase::Header(_) if self.buf.len() < HEADER_SIZE => HEADER_SIZE - self.buf.len(),
+            Phase::Header(_) => HEADER_SIZE + usize::from(self.buf[20]) - self.buf.len(),
+            Phase::Records(position) if !self.buf.is_empty() => position.rs - self.buf.len(),
+            Phase::Records(_) | Phase::Failed => 0,
+        }
+    }
+
+    /// Takes the whole records at the start of the next `len` bytes of the body, which the
+    /// engine holds and reads itself, like [`RecordReader::push`] of them, and returns them,
+    /// each a range of those bytes. Only at a boundary ([`RecordReader::to_boundary`] is 0);
+    /// the bytes after the last whole record ([`RecordSlots::byte_len`]) are to be pushed next.
+    pub(crate) fn push_whole(&mut self, len: usize) -> Result<RecordSlots, Error> {
+        let result = self.push_whole_inner(len);
+        self.poison_on_err(result)
+    }
+
+    fn push_whole_inner(&mut self, len: usize) -> Result<RecordSlots, Error> {
+        let at_boundary = self.buf.is_empty();
+        let position = ready_for(&mut self.phase, len)?;
+        if !at_boundary {
+            return Err(Error::Decrypt);
+        }
+        let count = (len / position.rs) as u64;
+        let slots = RecordSlots {
+            nonces: position.nonces.clone(),
+            first_seq: position.issued,
+            rs: position.rs,
+            count,
+        };
+        position.issued = position.issued.checked_add(count).ok_or(Error::Decrypt)?;
+        Ok(slots)
+    }
+
+    /// [`RecordReader::accept`] for an engine that keeps the opened record outside this
+    /// crate's memory: `seq` and `sealed_len` are the record's ([`RecordSlot`]), `padded_len`
+    /// the length of its padded plaintext and `tail` the last bytes of that plaintext, which
+    /// must reach back to its last non-zero byte (the delimiter) or be the whole of it:
+    /// otherwise the record is refused, as one without a delimiter.
+    pub(crate) fn accept_tail(
+        &mut self,
+        seq: u64,
+        sealed_len: usize,
+        padded_len: usize,
+        tail: &[u8],
+    ) -> Result<usize, Error> {
+        let result = self.accept_inner(seq, sealed_len, padded_len, tail);
+        self.poison_on_err(result)
+    }
+}
+
+/// The reader's position, if `len` more bytes of records may be taken now: every record handed
+/// out was accepted, and no byte may follow the final record.
+fn ready_for(phase: &mut Phase, len: usize) -> Result<&mut Position, Error> {
+    match phase {
+        Phase::Records(position)
+            if position.issued == position.accepted && !(position.ended && len > 0) =>
+        {
+            Ok(position)
+        }
+        _ => Err(Error::Decrypt),
+    }
+}
+
+/// The records made by [`RecordReader::push_whole`], in order.
+#[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
+pub(crate) struct RecordSlots {
+    nonces: NonceBase,
+    first_seq: u64,
+    rs: usize,
+    count: u64,
+}
+
+/// One sealed record of bytes the engine holds: its sequence number, its nonce and its range
+/// within the bytes given to [`RecordReader::push_whole`].
+#[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
+#[derive(Debug)]
+pub(crate) struct RecordSlot {
+    pub(crate) seq: u64,
+    pub(crate) nonce: [u8; 12],
+    pub(crate) range: Range<usize>,
+}
+
+#[cfg(all(feature = "webcrypto", target_arch = "wasm32"))]
+impl RecordSlots {
+    /// The bytes the records span, from the start of those given.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.count as usize * self.rs
+    }
+
+    /// The records, in order.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = RecordSlot> + '_ {
+        (0..self.count).map(|i| {
+            let seq = self.first_seq + i;
+            let start = i as usize * self.rs;
+            RecordSlot {
+                seq,
+                nonce: self.nonces.nonce(seq),
+                range: start..start + self.rs,
+            }
+        })
+    }
+}
+
 /// The rules every opened record obeys, whatever its position: a delimiter (see [`unpad`]),
 /// and a `0x01` record exactly `rs` sealed bytes (a shorter record can only be the last one).
-/// Returns the content length and the delimiter.
-fn check_record(padded: &[u8], sealed_len: usize, rs: usize) -> Result<(usize, u8), Error> {
-    let (content_len, delimiter) = unpad(padded)?;
+/// `tail` is the end of the `padded_len` bytes of padded plaintext (see [`unpad`]). Returns
+/// the content length and the delimiter.
+fn check_record(
+    padded_len: usize,
+    tail: &[u8],
+    sealed_len: usize,
+    rs: usize,
+) -> Result<(usize, u8), Error> {
+    let (content_len, delimiter) = unpad(padded_len, tail)?;
     if delimiter == DELIMITER_RECORD && sealed_len != rs {
         return Err(Error::Decrypt);
     }
@@ -535,14 +663,17 @@ fn check_record(padded: &[u8], sealed_len: usize, rs: usize) -> Result<(usize, u
 }
 
 /// Strips RFC 8188 padding: zero bytes after the delimiter, which is the last non-zero byte.
-/// Returns the content length and the delimiter; a record without a valid one is invalid.
-fn unpad(padded: &[u8]) -> Result<(usize, u8), Error> {
-    let at = padded
+/// `tail` is the end of a padded plaintext of `padded_len` bytes (the whole of it, or enough
+/// of its end to hold the delimiter). Returns the content length and the delimiter; a record
+/// without a valid one is invalid, and so is a tail of zeros shorter than the record.
+fn unpad(padded_len: usize, tail: &[u8]) -> Result<(usize, u8), Error> {
+    let start = padded_len.checked_sub(tail.len()).ok_or(Error::Decrypt)?;
+    let at = tail
         .iter()
         .rposition(|&byte| byte != 0)
         .ok_or(Error::Decrypt)?;
-    match padded[at] {
-        delimiter @ (DELIMITER_RECORD | DELIMITER_FINAL) => Ok((at, delimiter)),
+    match tail[at] {
+        delimiter @ (DELIMITER_RECORD | DELIMITER_FINAL) => Ok((start + at, delimiter)),
         _ => Err(Error::Decrypt),
     }
 }
@@ -683,7 +814,8 @@ impl RecordMap {
         if record.seq >= self.count || padded.len() + TAG_LEN != record.bytes.len() {
             return Err(Error::Decrypt);
         }
-        let (content_len, delimiter) = check_record(padded, record.bytes.len(), self.rs as usize)?;
+        let (content_len, delimiter) =
+            check_record(padded.len(), padded, record.bytes.len(), self.rs as usize)?;
         let ok = if record.seq + 1 < self.count {
             delimiter == DELIMITER_RECORD && content_len as u64 == self.chunk_len()
         } else {

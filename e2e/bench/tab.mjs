@@ -75,21 +75,31 @@ export async function attachTarget(cdp, targetId) {
 
 /**
  * Opens `url` in an uninstrumented tab of `browser` (from `launchBrowser()`); downloads of
- * every tab in the default context go to `downloadDir`.
+ * every tab in the default context go to `downloadDir`. With `namedByGuid`, each is saved as
+ * `downloadDir/<guid>` and `nextDownload()` tells when the next one is complete.
  */
-export async function openTab(browser, url, { downloadDir } = {}) {
+export async function openTab(browser, url, { downloadDir, namedByGuid = false } = {}) {
   const cdp = await browser.newBrowserCDPSession();
-  if (downloadDir) await cdp.send("Browser.setDownloadBehavior", { behavior: "allow", downloadPath: downloadDir });
+  if (downloadDir) {
+    await cdp.send("Browser.setDownloadBehavior", {
+      behavior: namedByGuid ? "allowAndName" : "allow",
+      downloadPath: downloadDir,
+      eventsEnabled: namedByGuid,
+    });
+  }
   const { targetId } = await cdp.send("Target.createTarget", { url: "about:blank" });
   const { sessionId } = await cdp.send("Target.attachToTarget", { targetId, flatten: false });
   const problems = [];
   const page = messenger((message) => cdp.send("Target.sendMessageToTarget", { sessionId, message }));
   /** The page's dedicated workers (once `trackWorkers()` is called): session id -> messenger. */
   const workers = new Map();
+  /** Listeners of the page's DevTools events (see `onEvent`). */
+  const listeners = new Set();
   cdp.on("Target.receivedMessageFromTarget", (event) => {
     if (event.sessionId !== sessionId) return;
     const message = JSON.parse(event.message);
     if (page.receive(message)) return;
+    for (const listener of listeners) listener(message);
     if (message.method === "Runtime.exceptionThrown") {
       problems.push(message.params.exceptionDetails.exception?.description ?? message.params.exceptionDetails.text);
     } else if (message.method === "Target.attachedToTarget" && message.params.targetInfo.type === "worker") {
@@ -167,6 +177,23 @@ export async function openTab(browser, url, { downloadDir } = {}) {
       await send("Target.setAutoAttach", { autoAttach: true, waitForDebuggerOnStart: false, flatten: false });
     },
     workers: () => [...workers.values()].map(({ send }) => ({ send })),
+    /** Calls `listener({ method, params })` for each DevTools event of the page. */
+    onEvent: (listener) => listeners.add(listener),
+    /**
+     * Resolves with `{ guid, path }` when the next download ends complete in `downloadDir`
+     * (only with `namedByGuid`), rejects if it is cancelled.
+     */
+    nextDownload() {
+      return new Promise((resolve, reject) => {
+        const onProgress = (event) => {
+          if (event.state === "inProgress") return;
+          cdp.off("Browser.downloadProgress", onProgress);
+          if (event.state === "completed") resolve({ guid: event.guid, path: `${downloadDir}/${event.guid}` });
+          else reject(new Error(`the download was ${event.state}`));
+        };
+        cdp.on("Browser.downloadProgress", onProgress);
+      });
+    },
     async close() {
       await cdp.send("Target.closeTarget", { targetId }).catch(() => {});
       await cdp.detach().catch(() => {});

@@ -213,8 +213,10 @@ impl StreamDecryptor {
     }
 
     /// Feeds the next bytes of the body; resolves to the plaintext (`Uint8Array`) of the
-    /// records they complete. Await each call before the next.
-    pub fn push(&self, bytes: Vec<u8>) -> js_sys::Promise {
+    /// records they complete, in one buffer. With WebCrypto the records are read straight
+    /// from `bytes` (see [`crypto_wasm::webcrypto::WebCryptoDecryptor::push_buffer`]), which
+    /// must stay as it is until the promise settles. Await each call before the next.
+    pub fn push(&self, bytes: Uint8Array) -> js_sys::Promise {
         let inner = Rc::clone(&self.inner);
         wasm_bindgen_futures::future_to_promise(async move {
             let mut engine = inner
@@ -222,11 +224,13 @@ impl StreamDecryptor {
                 .take()
                 .ok_or_else(|| JsError::new("busy or finished"))?;
             let result = match &mut engine {
-                Engine::Web(d) => d.push(&bytes).await,
-                Engine::Wasm(d) => d.push(&bytes),
+                Engine::Web(d) => d.push_buffer(&bytes).await,
+                Engine::Wasm(d) => d
+                    .push(&bytes.to_vec())
+                    .map(|plaintext| Uint8Array::from(&plaintext[..])),
             };
             *inner.borrow_mut() = Some(engine);
-            Ok(Uint8Array::from(&result.map_err(JsError::from)?[..]).into())
+            Ok(result.map_err(JsError::from)?.into())
         })
     }
 
@@ -329,11 +333,20 @@ async fn bench(request: &JsValue) -> Result<(f64, f64), String> {
     }
     let mut ms = now_ms() - started;
     if decrypt {
+        // The WebCrypto engine reads each part from a JavaScript buffer, as the download
+        // service worker has it.
+        let js_body: Vec<_> = if web {
+            body.iter()
+                .map(|part| Uint8Array::from(&part[..]))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let started = now_ms();
         if web {
             let mut d = crypto_wasm::webcrypto::WebCryptoDecryptor::new(&key).map_err(e)?;
-            for part in &body {
-                d.push(part).await.map_err(e)?;
+            for part in &js_body {
+                d.push_buffer(part).await.map_err(e)?;
             }
             d.finish().await.map_err(e)?;
         } else {
