@@ -64,6 +64,17 @@ async fn send(
     bearer: Option<&str>,
     body: Body<'_>,
 ) -> Result<web_sys::Response, ApiError> {
+    fetch(request(method, url, bearer, body)?).await
+}
+
+/// Builds a request. It holds its own copy of the body (the Fetch standard copies a buffer
+/// when a request is made), so the caller's buffer may be freed as soon as this returns.
+fn request(
+    method: &str,
+    url: &str,
+    bearer: Option<&str>,
+    body: Body<'_>,
+) -> Result<web_sys::Request, ApiError> {
     let headers = web_sys::Headers::new().map_err(|_| ApiError::network())?;
     if let Some(token) = bearer {
         let _ = headers.set("Authorization", &format!("Bearer {token}"));
@@ -83,8 +94,11 @@ async fn send(
         }
     }
     init.set_headers(&headers);
-    let request =
-        web_sys::Request::new_with_str_and_init(url, &init).map_err(|_| ApiError::network())?;
+    web_sys::Request::new_with_str_and_init(url, &init).map_err(|_| ApiError::network())
+}
+
+/// Sends `request`; any non-2xx answer becomes an [`ApiError`] from the server's envelope.
+async fn fetch(request: web_sys::Request) -> Result<web_sys::Response, ApiError> {
     let response: web_sys::Response = JsFuture::from(util::window().fetch_with_request(&request))
         .await
         .map_err(|_| ApiError::network())?
@@ -181,44 +195,69 @@ const ATTEMPTS: u32 = 10;
 /// The longest pause between two attempts, in milliseconds.
 const MAX_DELAY_MS: i32 = 30_000;
 
-/// Runs `request` until it succeeds, fails for good, or [`ATTEMPTS`] run out. The pauses grow
-/// from half a second to 30 s (about three minutes in all), and honour the server's
-/// `Retry-After` when it asks for longer.
+/// When to try a failed request again: pauses growing from half a second to 30 s (about three
+/// minutes in all over [`ATTEMPTS`]), longer when the server's `Retry-After` asks for it.
+#[derive(Debug)]
+pub(crate) struct Backoff {
+    attempt: u32,
+    delay: i32,
+}
+
+impl Backoff {
+    pub(crate) fn new() -> Self {
+        Self {
+            attempt: 1,
+            delay: 500,
+        }
+    }
+
+    /// After attempt failed with `error`: waits and returns `true` if another attempt may
+    /// succeed, else returns `false` at once.
+    pub(crate) async fn retry(&mut self, error: &ApiError) -> bool {
+        if !error.is_transient() || self.attempt >= ATTEMPTS {
+            return false;
+        }
+        let asked = error.retry_after.map_or(0, |s| s.saturating_mul(1000)) as i32;
+        util::sleep_ms(self.delay.max(asked).min(MAX_DELAY_MS)).await;
+        self.delay = (self.delay * 2).min(MAX_DELAY_MS);
+        self.attempt += 1;
+        true
+    }
+}
+
+/// Runs `request` until it succeeds, fails for good, or its [`Backoff`] gives up.
 async fn with_retries<T, F, Fut>(mut request: F) -> Result<T, ApiError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, ApiError>>,
 {
-    let mut delay = 500;
-    for attempt in 1.. {
+    let mut backoff = Backoff::new();
+    loop {
         match request().await {
-            Err(e) if e.is_transient() && attempt < ATTEMPTS => {
-                let asked = e.retry_after.map_or(0, |s| s.saturating_mul(1000)) as i32;
-                util::sleep_ms(delay.max(asked).min(MAX_DELAY_MS)).await;
-                delay = (delay * 2).min(MAX_DELAY_MS);
-            }
+            Err(e) if backoff.retry(&e).await => {}
             other => return other,
         }
     }
-    unreachable!("the loop returns by its last attempt")
 }
 
-/// `PUT /files/{id}/parts/{n}` with the part's ciphertext and its SHA-256 (lowercase hex),
-/// retried while the failure looks transient. Every attempt sends the same ciphertext bytes,
-/// so a retry never puts new plaintext under a used nonce.
-pub(crate) async fn put_part(
+/// One attempt at `PUT /files/{id}/parts/{n}` with the part's ciphertext, which is freed as
+/// soon as the request holds its copy: the tab keeps one copy of each part in flight, not two.
+/// A retry therefore seals the part again (the caller's loop, with [`Backoff`]), which gives
+/// the same bytes from the same plaintext; the caller checks the plaintext is the same.
+pub(crate) async fn put_part_once(
     id: &str,
     owner: &str,
     n: u64,
-    bytes: &js_sys::Uint8Array,
-    sha256_hex: &str,
+    part: crate::workers::SealedPart,
 ) -> Result<(), ApiError> {
     let url = url(&format!("/files/{id}/parts/{n}"));
-    with_retries(|| async {
-        let body = Body::Octets { bytes, sha256_hex };
-        send("PUT", &url, Some(owner), body).await.map(drop)
-    })
-    .await
+    let body = Body::Octets {
+        bytes: &part.ciphertext,
+        sha256_hex: &part.sha256_hex,
+    };
+    let request = request("PUT", &url, Some(owner), body)?;
+    drop(part);
+    fetch(request).await.map(drop)
 }
 
 /// One part the server holds, from `GET /files/{id}/parts`.

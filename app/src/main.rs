@@ -19,6 +19,15 @@ mod workers;
 
 use leptos::prelude::*;
 
+/// The size of this module's wasm memory in bytes. The memory benchmark
+/// (`e2e/bench/memory.mjs`) reads it through DevTools, which is lighter than searching the heap
+/// for `WebAssembly.Memory` objects. It says nothing about the data.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn wasm_memory_bytes() -> f64 {
+    (core::arch::wasm32::memory_size(0) * 65536) as f64
+}
+
 fn main() {
     let path = util::window().location().pathname().unwrap_or_default();
     leptos::mount::mount_to_body(move || {

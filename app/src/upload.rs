@@ -447,40 +447,52 @@ async fn upload_file(
                 let start = n * per_part;
                 let read = || util::read_slice(file, start, (start + per_part).min(size));
                 let last = n + 1 == count;
-                let sealed = match pool {
-                    Some(pool) => pool.encrypt(ikm, &salt, n, last, read).await?,
-                    None => seal_in_page(&plan.encryptor, n, last, read().await?)?,
-                };
-                if let Some(record) = &plan.record {
-                    let mut record = record.borrow_mut();
-                    match record.plaintext_sha256.get(&n) {
-                        Some(earlier) if *earlier != sealed.plaintext_sha256_hex => {
-                            return Err(CHANGED.to_owned());
+                // The plaintext hash of the first sealing, for a retry to compare with when
+                // this browser keeps no record (see below).
+                let mut first_seal = None::<String>;
+                let mut backoff = api::Backoff::new();
+                loop {
+                    let sealed = match pool {
+                        Some(pool) => pool.encrypt(ikm, &salt, n, last, read).await?,
+                        None => seal_in_page(&plan.encryptor, n, last, read().await?)?,
+                    };
+                    // A part goes out only sealed from the plaintext first recorded for it:
+                    // a retry, or a resumed attempt, seals it again from the file, which must
+                    // not have changed meanwhile (another plaintext under the same nonce).
+                    let plain = sealed.plaintext_sha256_hex.clone();
+                    if *first_seal.get_or_insert_with(|| plain.clone()) != plain {
+                        return Err(CHANGED.to_owned());
+                    }
+                    if let Some(record) = &plan.record {
+                        let mut record = record.borrow_mut();
+                        match record.plaintext_sha256.get(&n) {
+                            Some(earlier) if *earlier != plain => return Err(CHANGED.to_owned()),
+                            Some(_) => {}
+                            None => {
+                                // Remembered before the ciphertext leaves the page: see
+                                // resume.rs.
+                                record.plaintext_sha256.insert(n, plain);
+                                resume::save(file, &record)?;
+                            }
                         }
-                        Some(_) => {}
-                        None => {
-                            // Remembered before the ciphertext leaves the page: see resume.rs.
-                            record
-                                .plaintext_sha256
-                                .insert(n, sealed.plaintext_sha256_hex.clone());
-                            resume::save(file, &record)?;
+                    }
+                    let size = u64::from(sealed.ciphertext.length());
+                    // The ciphertext is freed as soon as the request has its copy.
+                    match api::put_part_once(&plan.id, &plan.owner_token, n, sealed).await {
+                        Ok(()) => {
+                            sent.set(sent.get() + size);
+                            break;
+                        }
+                        Err(e) if backoff.retry(&e).await => {}
+                        Err(e) => {
+                            return Err(format!(
+                                "Upload failed at part {} of {count}: {}",
+                                n + 1,
+                                e.message
+                            ));
                         }
                     }
                 }
-                api::put_part(
-                    &plan.id,
-                    &plan.owner_token,
-                    n,
-                    &sealed.ciphertext,
-                    &sealed.sha256_hex,
-                )
-                .await
-                .map_err(|e| {
-                    format!("Upload failed at part {} of {count}: {}", n + 1, e.message)
-                })?;
-                sent.set(sent.get() + u64::from(sealed.ciphertext.length()));
-                // Sent: dropping the part frees its ciphertext now.
-                drop(sealed);
                 state.set(working(phase, sent.get()));
                 Ok::<(), String>(())
             }

@@ -38,7 +38,7 @@ const JOB_TIMEOUT_MS: i32 = 30_000;
 const ATTEMPTS: u32 = 3;
 
 /// An encrypted part, as a worker returns it. Dropping it frees the ciphertext's buffer at
-/// once: keep it until the part is sent (a request copies its body when it is made).
+/// once: keep it until the request is made (a request copies its body when it is made).
 #[derive(Debug)]
 pub(crate) struct SealedPart {
     /// The whole of its own `ArrayBuffer`, which nothing else shares.

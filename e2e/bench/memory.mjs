@@ -15,8 +15,7 @@
 // - tab: through DevTools on the page target and on each of its dedicated workers (the crypto
 //   workers, attached with Target.setAutoAttach), summed: `Runtime.getHeapUsage` usedSize (JS
 //   heap) + backingStorageSize (ArrayBuffer backing stores, which does NOT include wasm memory)
-//   + the byte length of every WebAssembly.Memory of that isolate (found once per isolate with
-//   `Runtime.queryObjects`, then read each sample);
+//   + the size of the isolate's wasm memory, as the app's wasm reports it (`wasm_memory_bytes`);
 // - sw: the same sum for the service worker target (Target.getTargets type "service_worker").
 // Blob and download-manager memory in the browser process is in none of these.
 //
@@ -53,8 +52,6 @@ const PROGRESS_MS = 15_000;
 /** Runs of the small file (BITSTRATUS_BENCH_SMALL_ROUNDS): see the header. */
 const SMALL_ROUNDS = Number(process.env.BITSTRATUS_BENCH_SMALL_ROUNDS ?? 3);
 if (!Number.isInteger(SMALL_ROUNDS) || SMALL_ROUNDS < 1) throw new Error("BITSTRATUS_BENCH_SMALL_ROUNDS: expected a whole number >= 1");
-/** How often (at most) to look again for an isolate's wasm memories while it has none. */
-const QUERY_EVERY_MS = 1000;
 
 /** A field of /proc/PID/status in bytes (0 once the process is gone). */
 function procStatus(pid, field) {
@@ -68,33 +65,21 @@ function procStatus(pid, field) {
 
 /**
  * JS memory of one isolate reached through `send`: heap used + ArrayBuffer backing stores +
- * wasm memories. `state` remembers the isolate's array of WebAssembly.Memory objects.
+ * its wasm memory, which the app's wasm reports itself (`wasm_memory_bytes`, exported by the
+ * page's bundle as `window.wasmBindings` and by the worker bundle as `wasm_bindgen`; 0 before
+ * the wasm is loaded). This used to search the heap with `Runtime.queryObjects`, which forces
+ * a full garbage collection each time it looks and was the prime suspect for runs in which the
+ * page stopped answering DevTools altogether.
  */
-async function isolateBytes(send, state) {
+async function isolateBytes(send) {
   const { usedSize, backingStorageSize } = await send("Runtime.getHeapUsage");
-  if (!state.memories && Date.now() - (state.queried ?? 0) >= QUERY_EVERY_MS) {
-    state.queried = Date.now();
-    const { result } = await send("Runtime.evaluate", { expression: "WebAssembly.Memory.prototype", objectGroup: "bench" });
-    const { objects } = await send("Runtime.queryObjects", { prototypeObjectId: result.objectId, objectGroup: "bench" });
-    state.memories = objects.objectId;
-    state.empty = true;
-  }
-  let wasm = 0;
-  if (state.memories) {
-    try {
-      const { result } = await send("Runtime.callFunctionOn", {
-        objectId: state.memories,
-        functionDeclaration: "function () { return this.reduce((sum, m) => sum + m.buffer.byteLength, 0); }",
-        returnByValue: true,
-      });
-      wasm = result.value;
-      // None yet (the wasm may still be loading): look again later.
-      if (wasm === 0 && state.empty) state.memories = null;
-    } catch {
-      state.memories = null; // The context went (a navigation): look again.
-    }
-  }
-  return { js: usedSize, buffers: backingStorageSize, wasm };
+  const { result } = await send("Runtime.evaluate", {
+    // `wasm_bindgen` is a global `let` of the worker bundle, not a property of `self`.
+    expression:
+      "(() => { for (const get of [() => wasmBindings, () => wasm_bindgen]) { try { return get().wasm_memory_bytes(); } catch {} } return 0; })()",
+    returnByValue: true,
+  });
+  return { js: usedSize, buffers: backingStorageSize, wasm: Number(result?.value) || 0 };
 }
 
 const total = (m) => m.js + m.buffers + m.wasm;
@@ -106,9 +91,6 @@ const ZERO = { js: 0, buffers: 0, wasm: 0 };
  */
 function startSampler({ server, tab, cdp }) {
   const peaks = { serverRss: 0, tab: 0, sw: 0, samples: 0, phases: {} };
-  const states = new WeakMap();
-  const stateOf = (key) => states.get(key) ?? (states.set(key, {}), states.get(key));
-  const page = {};
   let sw = null;
   let running = true;
   const sampleSw = async () => {
@@ -117,10 +99,9 @@ function startSampler({ server, tab, cdp }) {
       const target = targetInfos.find((t) => t.type === "service_worker" && t.url.startsWith(server.origin));
       if (!target) return ZERO;
       sw = await attachTarget(cdp, target.targetId);
-      sw.state = {};
     }
     try {
-      return await isolateBytes(sw.send, sw.state);
+      return await isolateBytes(sw.send);
     } catch {
       sw.detach();
       sw = null; // Stopped or replaced: found again next time.
@@ -132,8 +113,8 @@ function startSampler({ server, tab, cdp }) {
       const next = new Promise((r) => setTimeout(r, SAMPLE_MS));
       peaks.serverRss = Math.max(peaks.serverRss, procStatus(server.pid, "VmRSS"));
       const [pageBytes, workerBytes, swBytes] = await Promise.all([
-        isolateBytes(tab.send, page).catch(() => ZERO),
-        Promise.all(tab.workers().map((w) => isolateBytes(w.send, stateOf(w.send)).catch(() => ZERO))),
+        isolateBytes(tab.send).catch(() => ZERO),
+        Promise.all(tab.workers().map((w) => isolateBytes(w.send).catch(() => ZERO))),
         sampleSw().catch(() => ZERO),
       ]);
       const workerParts = workerBytes.reduce(

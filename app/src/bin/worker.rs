@@ -28,6 +28,15 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{DedicatedWorkerGlobalScope, MessageEvent};
 
+/// The size of this module's wasm memory in bytes. The memory benchmark
+/// (`e2e/bench/memory.mjs`) reads it through DevTools, which is lighter than searching the heap
+/// for `WebAssembly.Memory` objects. It says nothing about the data.
+#[cfg(target_arch = "wasm32")]
+#[wasm_bindgen]
+pub fn wasm_memory_bytes() -> f64 {
+    (core::arch::wasm32::memory_size(0) * 65536) as f64
+}
+
 fn main() {
     let Ok(scope) = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>() else {
         // Loaded by the service worker for `StreamDecryptor`: no jobs to serve.
