@@ -11,7 +11,10 @@
 //!
 //! The record lives in `localStorage` under a key derived from the file's name, size and
 //! modification time; it holds secrets, like the links the page shows, and is deleted as soon
-//! as the upload completes.
+//! as the upload completes. The part hashes are kept in blocks of [`BLOCK`] parts under keys of
+//! their own, so recording one part rewrites one block, not every hash so far: a 10 GB file
+//! has 2,560 parts, and rewriting the whole record for each would serialise and store about
+//! 250 MB in all.
 
 use std::collections::BTreeMap;
 
@@ -37,13 +40,26 @@ pub(crate) struct Unfinished {
     pub(crate) plaintext_sha256: BTreeMap<u64, String>,
 }
 
+/// Parts whose hashes share one storage entry.
+const BLOCK: u64 = 256;
+
 /// The storage key for `file`: its name, size and modification time, hashed.
 fn key(file: &web_sys::File) -> String {
     let fingerprint = format!("{}\n{}\n{}", file.name(), file.size(), file.last_modified());
     format!(
-        "bitstratus.unfinished.v1.{}",
+        "bitstratus.unfinished.v2.{}",
         hex::encode(sha2::Sha256::digest(fingerprint.as_bytes()))
     )
+}
+
+/// The storage key of the hashes of parts `block * BLOCK ..` of the record under `key`.
+fn block_key(key: &str, block: u64) -> String {
+    format!("{key}.parts.{block}")
+}
+
+/// How many blocks a record of `part_count` parts has.
+fn blocks(part_count: u64) -> u64 {
+    part_count.div_ceil(BLOCK)
 }
 
 fn storage() -> Option<web_sys::Storage> {
@@ -52,24 +68,76 @@ fn storage() -> Option<web_sys::Storage> {
 
 /// The unfinished upload of `file`, if this browser has one.
 pub(crate) fn load(file: &web_sys::File) -> Option<Unfinished> {
-    let text = storage()?.get_item(&key(file)).ok()??;
-    serde_json::from_str(&text).ok()
+    let storage = storage()?;
+    let key = key(file);
+    let text = storage.get_item(&key).ok()??;
+    let mut unfinished: Unfinished = serde_json::from_str(&text).ok()?;
+    for block in 0..blocks(unfinished.part_count) {
+        let Some(text) = storage.get_item(&block_key(&key, block)).ok().flatten() else {
+            continue;
+        };
+        let hashes: BTreeMap<u64, String> = serde_json::from_str(&text).ok()?;
+        unfinished.plaintext_sha256.extend(hashes);
+    }
+    Some(unfinished)
 }
 
-/// Records (or updates) the unfinished upload of `file`. Fails when the browser refuses to
-/// store it (storage full or disabled): the upload must then not send anything it could not
-/// resume safely.
+/// Records the unfinished upload of `file` with every part hash it holds. Fails when the
+/// browser refuses to store it (storage full or disabled): the upload must then not send
+/// anything it could not resume safely.
 pub(crate) fn save(file: &web_sys::File, unfinished: &Unfinished) -> Result<(), String> {
-    let text = serde_json::to_string(unfinished).expect("the record serialises");
+    let head = Unfinished {
+        plaintext_sha256: BTreeMap::new(),
+        ..unfinished.clone()
+    };
+    let text = serde_json::to_string(&head).expect("the record serialises");
+    put(&key(file), &text)?;
+    for block in 0..blocks(unfinished.part_count) {
+        save_block(file, unfinished, block)?;
+    }
+    Ok(())
+}
+
+/// Records the hash of part `n` of `unfinished` (already in it), rewriting only its block.
+pub(crate) fn save_part(
+    file: &web_sys::File,
+    unfinished: &Unfinished,
+    n: u64,
+) -> Result<(), String> {
+    save_block(file, unfinished, n / BLOCK)
+}
+
+fn save_block(file: &web_sys::File, unfinished: &Unfinished, block: u64) -> Result<(), String> {
+    let hashes: BTreeMap<&u64, &String> = unfinished
+        .plaintext_sha256
+        .range(block * BLOCK..(block + 1) * BLOCK)
+        .collect();
+    let text = serde_json::to_string(&hashes).expect("the hashes serialise");
+    put(&block_key(&key(file), block), &text)
+}
+
+fn put(key: &str, text: &str) -> Result<(), String> {
     storage()
         .ok_or_else(|| "This browser does not allow local storage.".to_owned())?
-        .set_item(&key(file), &text)
+        .set_item(key, text)
         .map_err(|_| "This browser refused to remember the upload (storage full?).".to_owned())
 }
 
 /// Forgets the upload of `file` (it completed, or can no longer be resumed).
 pub(crate) fn forget(file: &web_sys::File) {
-    if let Some(storage) = storage() {
-        let _ = storage.remove_item(&key(file));
+    let Some(storage) = storage() else { return };
+    let key = key(file);
+    if let Some(unfinished) = storage
+        .get_item(&key)
+        .ok()
+        .flatten()
+        .and_then(|text| serde_json::from_str::<Unfinished>(&text).ok())
+    {
+        for block in 0..blocks(unfinished.part_count) {
+            let _ = storage.remove_item(&block_key(&key, block));
+        }
     }
+    let _ = storage.remove_item(&key);
+    // A record in the format before blocks (its key ends the same), left by an older version.
+    let _ = storage.remove_item(&key.replace(".v2.", ".v1."));
 }

@@ -472,7 +472,7 @@ async fn upload_file(
                                 // Remembered before the ciphertext leaves the page: see
                                 // resume.rs.
                                 record.plaintext_sha256.insert(n, plain);
-                                resume::save(file, &record)?;
+                                resume::save_part(file, &record, n)?;
                             }
                         }
                     }
