@@ -225,7 +225,10 @@ impl Pool {
             let data = read().await?;
             match self.call(request(&data), &data).await {
                 Ok(reply) => return Ok(reply),
-                Err(JobError::Lost(_)) if attempt < ATTEMPTS => attempt += 1,
+                Err(JobError::Lost(_)) if attempt < ATTEMPTS => {
+                    attempt += 1;
+                    self.revive();
+                }
                 Err(e) => return Err(e.message()),
             }
         }
@@ -269,7 +272,7 @@ impl Pool {
     }
 
     /// The next worker in turn (id, handle, readiness), started afresh if the one in that
-    /// place was lost.
+    /// place was lost and not yet revived.
     fn next_slot(&self) -> Result<(u32, Worker, Shared<oneshot::Receiver<()>>), JobError> {
         let inner = &self.inner;
         let index = inner.next_slot.get();
@@ -282,6 +285,18 @@ impl Pool {
         let slots = inner.slots.borrow();
         let slot = &slots[index];
         Ok((slot.id, slot.worker.clone(), slot.ready.clone()))
+    }
+
+    /// Starts a fresh worker in the place of every lost one, so the pool is back at full
+    /// strength before the lost jobs run again (rather than whenever a later job happens to
+    /// be dealt to that place). A worker the browser refuses to start is tried again there.
+    fn revive(&self) {
+        let mut slots = self.inner.slots.borrow_mut();
+        for slot in slots.iter_mut().filter(|slot| !slot.alive.get()) {
+            if let Ok(fresh) = self.start_worker() {
+                *slot = fresh;
+            }
+        }
     }
 
     /// Terminates the worker `id` if it is still in the pool and fails its jobs as lost.
