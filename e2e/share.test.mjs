@@ -401,13 +401,41 @@ test("a large file streams to disk through the service worker, byte-identical", 
   page.on("request", (request) => {
     if (new URL(request.url()).pathname.startsWith("/stream/")) streams.push(request.url());
   });
+  const fetchers = [];
+  page.on("worker", (worker) => worker.url().endsWith("/fetcher.js") && fetchers.push(worker));
   const got = await downloadBytes(page);
   assert.equal(streams.length, 1, "the file went through the streaming service worker");
+  assert.equal(fetchers.length, 1, "a download fetcher fetched and decrypted it");
   assert.equal(got.name, "streamed.bin");
   assert.equal(sha256(got.bytes), sha256(bytes));
   assert.deepEqual(problems, []);
   await context.close();
   secrets.push("streamed.bin", bytes.subarray(70 * MiB, 70 * MiB + 64));
+});
+
+test("a streamed download whose fetcher cannot start fails with a message and saves nothing", async () => {
+  const bytes = randomBytes(64 * MiB + 5);
+  const [{ share }] = await upload([tempFile("unfetched.bin", bytes)]);
+  // The fetcher's script is missing (as after a bad deployment): the page starts it from a
+  // URL that does not exist.
+  const { context, page } = await freshPage(browser);
+  await page.addInitScript(() => {
+    const Real = self.Worker;
+    self.Worker = class extends Real {
+      constructor(url, options) {
+        super(String(url).endsWith("/fetcher.js") ? "/no-such-fetcher.js" : url, options);
+      }
+    };
+  });
+  await page.goto(share);
+  await page.waitForSelector("#download");
+  const downloads = [];
+  page.on("download", (download) => downloads.push(download));
+  await page.click("#download");
+  await page.waitForSelector(".error", { timeout: 60_000 });
+  assert.match(await page.textContent(".error"), /The download stopped \(the download worker stopped\)/);
+  for (const download of downloads) assert.ok(await download.failure(), "no file is saved as complete");
+  await context.close();
 });
 
 test("a streamed download survives a dropped connection and a server restart, continuing where it stopped", async () => {

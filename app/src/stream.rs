@@ -1,7 +1,12 @@
 //! Streaming downloads to disk through the download service worker (`app/sw.js`): the page
-//! hands the worker a job (ticket, key, layout, name), opens `/stream/<token>` in a hidden
-//! frame, and the browser's download manager receives the decrypted file as the worker
-//! produces it. Memory stays at a few parts whatever the file's size.
+//! starts a download fetcher (`app/fetcher.js`, a dedicated worker that fetches and decrypts
+//! the parts) and hands the service worker a job (name, size, and the fetcher's feed), opens
+//! `/stream/<token>` in a hidden frame, and the browser's download manager receives the
+//! decrypted file as the fetcher produces it. Memory stays at a few parts whatever the file's
+//! size.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 
 use futures::StreamExt as _;
 use futures::channel::mpsc;
@@ -47,14 +52,34 @@ pub(crate) enum Event {
 pub(crate) struct Stream {
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
     frame: web_sys::Element,
+    /// The download fetcher (`app/fetcher.js`), stopped with the stream.
+    fetcher: web_sys::Worker,
+    _on_fetcher_error: Closure<dyn FnMut(web_sys::Event)>,
     _handed: HandedOver,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
         self.frame.remove();
+        self.fetcher.terminate();
     }
 }
+
+/// What the page says when the download fetcher dies.
+const FETCHER_DIED: &str = "the download worker stopped";
+
+/// Tells the service worker, through the job's channel, to fail its stream.
+fn post_abort(port: &web_sys::MessagePort) {
+    let abort = Object::new();
+    let _ = Reflect::set(&abort, &"type".into(), &"abort".into());
+    let _ = Reflect::set(&abort, &"message".into(), &FETCHER_DIED.into());
+    let _ = port.post_message(&abort);
+}
+
+/// The download fetcher's script and the name it is started with (which tells the worker
+/// bundle it loads not to serve crypto jobs: see `app/src/bin/worker.rs`).
+const FETCHER_URL: &str = "/fetcher.js";
+const FETCHER_NAME: &str = "bitstratus-download";
 
 /// Everything the worker needs to fetch and decrypt the file.
 pub(crate) struct Job<'a> {
@@ -76,6 +101,32 @@ pub(crate) struct Job<'a> {
 pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
     let (tx, events) = mpsc::unbounded();
     let token = hex_token();
+    // The fetcher fetches and decrypts; it feeds the plaintext to the service worker through
+    // `feed`, so the service worker's thread only refills the download manager's pipe.
+    let options = web_sys::WorkerOptions::new();
+    options.set_name(FETCHER_NAME);
+    let fetcher = web_sys::Worker::new_with_options(FETCHER_URL, &options)?;
+    let feed = web_sys::MessageChannel::new()?;
+    // A fetcher that dies (its script failed to load, say) would leave the download waiting
+    // for ever: the service worker is told to fail the stream, and the page hears of it. Set
+    // up at once, so an early death is not missed.
+    let fetcher_died = Rc::new(Cell::new(false));
+    let abort_port = Rc::new(RefCell::new(None::<web_sys::MessagePort>));
+    let on_fetcher_error = {
+        let (died, port, failed) = (Rc::clone(&fetcher_died), Rc::clone(&abort_port), tx.clone());
+        Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+            event.prevent_default();
+            died.set(true);
+            if let Some(port) = port.borrow().as_ref() {
+                post_abort(port);
+            }
+            let _ = failed.unbounded_send(Event::Failed {
+                damaged: false,
+                message: FETCHER_DIED.to_owned(),
+            });
+        })
+    };
+    fetcher.set_onerror(Some(on_fetcher_error.as_ref().unchecked_ref()));
     let fields = [
         ("type", JsValue::from_str("download")),
         ("token", JsValue::from_str(&token)),
@@ -92,7 +143,18 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
         ("name", JsValue::from_str(job.name)),
         ("size", JsValue::from_f64(job.size as f64)),
     ];
-    let handed = hand_over(&fields, move |get| {
+    let fetch_job = Object::new();
+    for (key, value) in &fields {
+        Reflect::set(&fetch_job, &JsValue::from_str(key), value)?;
+    }
+    fetcher.post_message_with_transfer(&fetch_job, &Array::of1(&feed.port1()))?;
+    // The service worker needs neither the key nor the ticket any more: it only names the file.
+    let for_service_worker: Vec<_> = fields
+        .iter()
+        .filter(|(key, _)| matches!(*key, "type" | "token" | "name" | "size"))
+        .cloned()
+        .collect();
+    let handed = hand_over(&for_service_worker, Some(feed.port2()), move |get| {
         let event = match get("type").as_string().as_deref() {
             Some("progress") => Event::Progress {
                 parts: get("part").as_f64().unwrap_or(0.0) as u64,
@@ -112,6 +174,13 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
     })
     .await?;
 
+    // The service worker may now be told to fail the stream; so it is, if the fetcher died
+    // while the job was being handed over.
+    *abort_port.borrow_mut() = Some(handed.port.clone());
+    if fetcher_died.get() {
+        post_abort(&handed.port);
+    }
+
     let document = util::window().document().ok_or(JsValue::NULL)?;
     let frame = document.create_element("iframe")?;
     frame.set_attribute("hidden", "")?;
@@ -120,12 +189,16 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
     Ok(Stream {
         events,
         frame,
+        fetcher,
+        _on_fetcher_error: on_fetcher_error,
         _handed: handed,
     })
 }
 
 /// A job the service worker accepted: the page's end of its channel and the keep-alive timer.
 struct HandedOver {
+    /// The page's end of the job's channel (the worker's messages arrive here).
+    port: web_sys::MessagePort,
     _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
     interval: i32,
     _keep_alive: Closure<dyn FnMut()>,
@@ -137,12 +210,14 @@ impl Drop for HandedOver {
     }
 }
 
-/// Posts a job made of `fields` to the active service worker with a fresh channel, waits until
+/// Posts a job made of `fields` (and `feed`, when given, as the job's second port) to the
+/// active service worker with a fresh channel, waits until
 /// the worker confirms it, and keeps the worker alive (Firefox stops one that looks idle after
 /// ~30 s, even mid-stream) until the returned value is dropped. The worker's later messages go
 /// to `on_event`, which reads their fields through the function it is given.
 async fn hand_over(
     fields: &[(&str, JsValue)],
+    feed: Option<web_sys::MessagePort>,
     mut on_event: impl FnMut(&dyn Fn(&str) -> JsValue) + 'static,
 ) -> Result<HandedOver, JsValue> {
     let container = util::window().navigator().service_worker();
@@ -171,7 +246,11 @@ async fn hand_over(
     for (key, value) in fields {
         Reflect::set(&message, &JsValue::from_str(key), value)?;
     }
-    worker.post_message_with_transferable(&message, &Array::of1(&channel.port2()))?;
+    let ports = Array::of1(&channel.port2());
+    if let Some(feed) = feed {
+        ports.push(&feed);
+    }
+    worker.post_message_with_transferable(&message, &ports)?;
     registered.next().await.ok_or(JsValue::NULL)?;
 
     let ping = Object::new();
@@ -188,6 +267,7 @@ async fn hand_over(
         10_000,
     )?;
     Ok(HandedOver {
+        port: channel.port1(),
         _on_message: on_message,
         interval,
         _keep_alive: keep_alive,
@@ -229,7 +309,7 @@ pub(crate) async fn register_media(job: &MediaJob<'_>) -> Result<String, JsValue
         ("size", JsValue::from_f64(job.size as f64)),
         ("mime", JsValue::from_str(job.mime)),
     ];
-    std::mem::forget(hand_over(&fields, |_| {}).await?);
+    std::mem::forget(hand_over(&fields, None, |_| {}).await?);
     // The player's requests reach the worker only once it controls this page, which on a
     // first visit happens a moment after it activates (it claims its clients then).
     let container = util::window().navigator().service_worker();

@@ -37,11 +37,19 @@ pub fn wasm_memory_bytes() -> f64 {
     (core::arch::wasm32::memory_size(0) * 65536) as f64
 }
 
+/// The name the download page gives the download fetcher (`app/fetcher.js`) when it starts it.
+const DOWNLOAD_WORKER_NAME: &str = "bitstratus-download";
+
 fn main() {
     let Ok(scope) = js_sys::global().dyn_into::<DedicatedWorkerGlobalScope>() else {
-        // Loaded by the service worker for `StreamDecryptor`: no jobs to serve.
+        // Loaded by the service worker: no jobs to serve.
         return;
     };
+    if scope.name() == DOWNLOAD_WORKER_NAME {
+        // Loaded by the download fetcher (`app/fetcher.js`) for `StreamDecryptor`: it serves
+        // its own messages.
+        return;
+    }
     let on_message = Closure::<dyn FnMut(MessageEvent)>::new(|event: MessageEvent| {
         wasm_bindgen_futures::spawn_local(async move {
             let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
