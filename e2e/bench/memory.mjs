@@ -13,7 +13,8 @@
 // - server: the release server's resident set (VmRSS in /proc/PID/status); its peak is the
 //   kernel's high-water mark, VmHWM, read at the end (the largest of the two is reported);
 // - tab: through DevTools on the page target and on each of its dedicated workers (the crypto
-//   workers, attached with Target.setAutoAttach), summed: `Runtime.getHeapUsage` usedSize (JS
+//   workers and, while a file streams to disk, the download fetcher, attached with
+//   Target.setAutoAttach), summed: `Runtime.getHeapUsage` usedSize (JS
 //   heap) + backingStorageSize (ArrayBuffer backing stores, which does NOT include wasm memory)
 //   + the size of the isolate's wasm memory, as the app's wasm reports it (`wasm_memory_bytes`);
 // - sw: the same sum for the service worker target (Target.getTargets type "service_worker").
