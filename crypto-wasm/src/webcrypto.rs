@@ -96,9 +96,31 @@ async fn import_key(subtle: &SubtleCrypto, cek: &[u8; 16], usage: &str) -> Resul
     key.dyn_into::<CryptoKey>().map_err(drop)
 }
 
-/// `{name: "AES-GCM", iv: nonce}`.
-fn params(nonce: &[u8; 12]) -> AesGcmParams {
-    AesGcmParams::new(AES_GCM, &Uint8Array::from(nonce.as_slice()))
+/// One `{name: "AES-GCM", iv}` object for a batch of records, its `iv` rewritten for each.
+///
+/// WebCrypto reads the algorithm (and copies the iv) before `encrypt()`/`decrypt()` returns,
+/// so one object serves every call. Two fresh objects per record were most of the garbage a
+/// crypto worker left per part (64 records), which piles up in a long upload until the
+/// collector runs.
+struct Params {
+    params: AesGcmParams,
+    iv: Uint8Array,
+}
+
+impl Params {
+    fn new() -> Self {
+        let iv = Uint8Array::new_with_length(12);
+        Self {
+            params: AesGcmParams::new(AES_GCM, &iv),
+            iv,
+        }
+    }
+
+    /// The parameters with `nonce` as the iv, for the next call only.
+    fn with_nonce(&self, nonce: &[u8; 12]) -> &AesGcmParams {
+        self.iv.copy_from(nonce);
+        &self.params
+    }
 }
 
 /// Awaits every promise of `promises`; fails as soon as one does.
@@ -168,6 +190,7 @@ impl WebCryptoEncryptor {
             out[..header.len()].copy_from_slice(header);
         }
         let records: Vec<_> = plan.records(self.encryptor.nonces()).collect();
+        let params = Params::new();
         let promises = Array::new();
         for record in &records {
             // Stage `chunk || delimiter` where its sealed form will go, and hand WebCrypto a
@@ -178,7 +201,11 @@ impl WebCryptoEncryptor {
             delimiter[0] = record.delimiter;
             let promise = self
                 .subtle
-                .encrypt_with_object_and_u8_array(&params(&record.nonce), &self.key, staged)
+                .encrypt_with_object_and_u8_array(
+                    params.with_nonce(&record.nonce),
+                    &self.key,
+                    staged,
+                )
                 .map_err(|_| Error::WebCrypto)?;
             promises.push(&promise);
         }
@@ -309,17 +336,18 @@ impl WebCryptoDecryptor {
             return Ok(());
         }
         let key = self.key.clone().ok_or(Error::Decrypt)?;
+        let params = Params::new();
         for window in records.chunks(RECORDS_IN_FLIGHT) {
             let promises = Array::new();
             for record in window {
-                let params = params(&record.nonce);
+                let params = params.with_nonce(&record.nonce);
                 let promise = match &record.bytes {
                     Bytes::Wasm(bytes) => self
                         .subtle
-                        .decrypt_with_object_and_u8_array(&params, &key, bytes),
+                        .decrypt_with_object_and_u8_array(params, &key, bytes),
                     Bytes::Js(bytes) => self
                         .subtle
-                        .decrypt_with_object_and_js_u8_array(&params, &key, bytes),
+                        .decrypt_with_object_and_js_u8_array(params, &key, bytes),
                 };
                 let promise = promise.map_err(|_| Error::Decrypt)?;
                 promises.push(&promise);
