@@ -6,7 +6,7 @@
 //
 // Why not in the service worker itself: it kept that worker's thread, which also refills the
 // download manager's pipe, busy with fetching and decrypting. Measured on a 2-core machine
-// (1 GiB, `cargo xtask bench browser-download`): 9.3-11.8 s in the service worker, 8.0-8.9 s
+// (1 GiB, `cargo xtask bench browser-download`): 9.3-11.8 s in the service worker, 8.0-9.5 s
 // here. What bounds it now is the service worker's stream into the download manager while
 // parts are being fetched at the same time: with decryption switched off in a throwaway copy
 // it still took 9.7 s, and 5.4 s when the parts were not fetched either (the plain download of

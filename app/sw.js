@@ -98,7 +98,7 @@ function respond(job) {
             written += message.data.length;
             // A copy made here, and the fetcher's buffer freed at once: this worker's garbage
             // collector does not count buffers made in another thread, so it let them pile up
-            // (measured: 154 MiB in a 1 GiB download against 94 with copies).
+            // (measured in a 1 GiB download: 154 MiB; 78 MiB with copies and the fetcher's BYOB reads).
             if (message.data.length) controller.enqueue(message.data.slice());
             release(message.data.buffer);
             job.feed.postMessage({ type: "more" });
