@@ -1,5 +1,6 @@
-// A 1 GiB file end to end: uploaded through the real UI, downloaded through the streaming
-// service worker, with the downloading tab's memory sampled through the DevTools protocol.
+// A 1 GiB file end to end: uploaded through the real UI (whose crypto workers are replaced by
+// fresh ones as they go), downloaded through the streaming service worker, with the
+// downloading tab's memory sampled through the DevTools protocol.
 
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -58,6 +59,12 @@ test("a 1 GiB file streams to disk byte-identical while the tab stays under 400 
   // Upload from a tab Playwright does not instrument: an instrumented one copies every request
   // body into DevTools events, which would make this upload take minutes.
   const tab = await openTab(browser, server.origin + "/");
+  // Every crypto worker the page starts, counted as DevTools attaches to it.
+  await tab.trackWorkers();
+  let cryptoWorkers = 0;
+  tab.onEvent(({ method, params }) => {
+    if (method === "Target.attachedToTarget" && params.targetInfo.url.endsWith("/worker_loader.js")) cryptoWorkers += 1;
+  });
   await tab.waitFor("#file-input");
   await tab.setInputFiles("#file-input", source);
   const share = await tab.evaluate(async (_, page) => {
@@ -67,6 +74,10 @@ test("a 1 GiB file streams to disk byte-identical while the tab stays under 400 
     if (error) throw new Error(error.textContent);
     return document.querySelector(".share-link").value;
   });
+  // The pool (one worker per core, at most 4) replaces each worker after 64 parts (256 MiB),
+  // so that no worker's heap grows with the file: 1 GiB is 256 parts, several replacements.
+  const pool = Math.min(Math.max(await tab.evaluate(() => navigator.hardwareConcurrency), 1), 4);
+  assert.ok(cryptoWorkers >= pool + 2, `crypto workers were replaced as the upload went on (${cryptoWorkers} started, pool of ${pool})`);
   await tab.close();
 
   const { context, page, problems } = await freshPage(browser);

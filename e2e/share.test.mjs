@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, utimesSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
@@ -391,6 +391,24 @@ test("resuming a file that changed since the first attempt is refused, then it u
   const recipient = await open(share);
   assert.equal(sha256((await downloadBytes(recipient.page)).bytes), sha256(changed));
   await recipient.context.close();
+});
+
+test("a file deleted from disk mid-upload stops with a message that says so", async () => {
+  const bytes = randomBytes(24 * MiB);
+  const path = tempFile("vanishing.bin", bytes);
+  const { context, page } = await freshPage(browser);
+  // The file is deleted while part 1 is on its way: the crypto workers, which read each part
+  // from the file themselves, cannot read the later parts.
+  await page.route("**/parts/1", (route) => {
+    if (route.request().method() === "PUT") rmSync(path, { force: true });
+    return route.continue();
+  });
+  await page.goto(server.origin + "/");
+  await page.setInputFiles("#file-input", path);
+  await page.click("#upload");
+  await page.waitForSelector(".job .error, .share-link", { timeout: 120_000 });
+  assert.match(await page.textContent(".job"), /could not read the file \(was it moved or deleted\?\)/);
+  await context.close();
 });
 
 test("a large file streams to disk through the service worker, byte-identical", async () => {

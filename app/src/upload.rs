@@ -413,10 +413,10 @@ async fn upload_file(
                 let earlier = record.get(&n).cloned();
                 async move {
                     let start = n * per_part;
-                    let read = || util::read_slice(file, start, (start + per_part).min(size));
+                    let end = (start + per_part).min(size);
                     let now = match pool {
-                        Some(pool) => pool.hash(read).await?,
-                        None => hash_in_page(read().await?),
+                        Some(pool) => pool.hash(&util::slice(file, start, end)?).await?,
+                        None => hash_in_page(util::read_slice(file, start, end).await?),
                     };
                     Ok::<bool, String>(earlier.as_deref() == Some(now.as_str()))
                 }
@@ -445,7 +445,7 @@ async fn upload_file(
             let (plan, sent) = (&plan, &sent);
             async move {
                 let start = n * per_part;
-                let read = || util::read_slice(file, start, (start + per_part).min(size));
+                let end = (start + per_part).min(size);
                 let last = n + 1 == count;
                 // The plaintext hash of the first sealing, for a retry to compare with when
                 // this browser keeps no record (see below).
@@ -453,8 +453,14 @@ async fn upload_file(
                 let mut backoff = api::Backoff::new();
                 loop {
                     let sealed = match pool {
-                        Some(pool) => pool.encrypt(ikm, &salt, n, last, read).await?,
-                        None => seal_in_page(&plan.encryptor, n, last, read().await?)?,
+                        Some(pool) => {
+                            let plaintext = util::slice(file, start, end)?;
+                            pool.encrypt(ikm, &salt, n, last, &plaintext).await?
+                        }
+                        None => {
+                            let plaintext = util::read_slice(file, start, end).await?;
+                            seal_in_page(&plan.encryptor, n, last, plaintext)?
+                        }
                     };
                     // A part goes out only sealed from the plaintext first recorded for it:
                     // a retry, or a resumed attempt, seals it again from the file, which must

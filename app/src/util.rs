@@ -27,14 +27,22 @@ pub(crate) async fn read_slice(
     start: u64,
     end: u64,
 ) -> Result<js_sys::ArrayBuffer, String> {
-    let blob = file
-        .slice_with_f64_and_f64(start as f64, end as f64)
-        .map_err(|_| "The browser could not read the file.".to_owned())?;
-    let buffer = JsFuture::from(blob.array_buffer()).await.map_err(|_| {
-        "The browser could not read the file (was it moved or deleted?).".to_owned()
-    })?;
+    let buffer = JsFuture::from(slice(file, start, end)?.array_buffer())
+        .await
+        .map_err(|_| UNREADABLE.to_owned())?;
     Ok(buffer.unchecked_into())
 }
+
+/// Bytes `start..end` of `file` as a `Blob`: a reference to them, not a copy, which a worker
+/// can read itself.
+pub(crate) fn slice(file: &web_sys::File, start: u64, end: u64) -> Result<web_sys::Blob, String> {
+    file.slice_with_f64_and_f64(start as f64, end as f64)
+        .map_err(|_| "The browser could not read the file.".to_owned())
+}
+
+/// What the user is told when the browser cannot read a file it was given.
+pub(crate) const UNREADABLE: &str =
+    "The browser could not read the file (was it moved or deleted?).";
 
 /// Copies `bytes` into a JS `Uint8Array` (fetch bodies and blobs live on the JS side).
 pub(crate) fn to_js_bytes(bytes: &[u8]) -> js_sys::Uint8Array {

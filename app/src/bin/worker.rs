@@ -9,9 +9,11 @@
 //!   with a sentence;
 //! - `{job, op: "hash", data}` → `{job, plain_sha256}`, to check a file against an earlier
 //!   attempt before resuming it;
-//! - in both, the request's `data` is the plaintext as a transferred `ArrayBuffer`, which the
-//!   worker frees (detaches) as soon as it has used it, so that parts do not pile up here
-//!   waiting for the garbage collector;
+//! - in both, the request's `data` is the part's slice of the file (a `Blob`), which the
+//!   worker reads itself, so the plaintext never passes through the page; the worker frees
+//!   (detaches) the bytes it read as soon as it has used them, so that parts do not pile up
+//!   here waiting for the garbage collector. A slice the browser cannot read (the file was
+//!   moved or deleted) is answered with `{job, error, unreadable: true}`;
 //! - `{job, op: "bench", ...}` → `{job, ms, bytes}`: see [`bench`].
 //!
 //! The worker holds key material only while a job runs; the page sends it with each job.
@@ -67,34 +69,40 @@ fn main() {
                 let _ = scope.post_message(&reply);
                 return;
             }
-            if get(&request, "op").as_string().as_deref() == Some("hash") {
-                let data = get(&request, "data");
-                let plaintext = data
-                    .dyn_ref::<ArrayBuffer>()
-                    .map(|b| Uint8Array::new(b).to_vec());
-                let hash = sha256_hex(&data, &plaintext.unwrap_or_default()).await;
-                release(&data);
-                set(&reply, "plain_sha256", &JsValue::from_str(&hash));
-                let _ = scope.post_message(&reply);
-                return;
-            }
-            let result = encrypt(&request).await;
-            // The plaintext came transferred, so it is this worker's to free, whatever happened
-            // (encrypt() frees it as soon as it can).
-            release(&get(&request, "data"));
-            match result {
-                Ok((ciphertext, sha256, plain_sha256)) => {
-                    let buffer = ciphertext.buffer();
-                    set(&reply, "data", &buffer);
-                    set(&reply, "sha256", &JsValue::from_str(&sha256));
+            let result = match get(&request, "op").as_string().as_deref() {
+                Some("hash") => hash(&request).await.map(|plain_sha256| {
                     set(&reply, "plain_sha256", &JsValue::from_str(&plain_sha256));
-                    let _ = scope.post_message_with_transfer(&reply, &Array::of1(&buffer));
-                }
-                Err(message) => {
+                    None
+                }),
+                Some("encrypt") => encrypt(&request).await.map(|sealed| {
+                    let buffer = sealed.ciphertext.buffer();
+                    set(&reply, "data", &buffer);
+                    set(&reply, "sha256", &JsValue::from_str(&sealed.sha256));
+                    set(
+                        &reply,
+                        "plain_sha256",
+                        &JsValue::from_str(&sealed.plain_sha256),
+                    );
+                    Some(buffer)
+                }),
+                _ => Err(JobFailure::Other("unknown operation".into())),
+            };
+            let sent = match result {
+                Ok(Some(buffer)) => scope.post_message_with_transfer(&reply, &Array::of1(&buffer)),
+                Ok(None) => scope.post_message(&reply),
+                Err(failure) => {
+                    let message = match failure {
+                        JobFailure::Unreadable => {
+                            set(&reply, "unreadable", &JsValue::TRUE);
+                            "the file could not be read".to_owned()
+                        }
+                        JobFailure::Other(message) => message,
+                    };
                     set(&reply, "error", &JsValue::from_str(&message));
-                    let _ = scope.post_message(&reply);
+                    scope.post_message(&reply)
                 }
-            }
+            };
+            let _ = sent;
         });
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
@@ -105,20 +113,60 @@ fn main() {
     let _ = scope.post_message(&ready);
 }
 
+/// Why a job failed.
+enum JobFailure {
+    /// The browser could not read the part from the file (moved, deleted or changed on disk).
+    Unreadable,
+    Other(String),
+}
+
+impl From<String> for JobFailure {
+    fn from(message: String) -> Self {
+        Self::Other(message)
+    }
+}
+
+impl From<&str> for JobFailure {
+    fn from(message: &str) -> Self {
+        Self::Other(message.to_owned())
+    }
+}
+
+/// Reads the job's plaintext from `data`, the part's slice of the file.
+async fn read_plaintext(request: &JsValue) -> Result<ArrayBuffer, JobFailure> {
+    let slice: web_sys::Blob = get(request, "data").dyn_into().map_err(|_| "bad data")?;
+    let read = wasm_bindgen_futures::JsFuture::from(slice.array_buffer()).await;
+    read.map(JsCast::unchecked_into)
+        .map_err(|_| JobFailure::Unreadable)
+}
+
+/// The SHA-256 (hex) of the job's plaintext.
+async fn hash(request: &JsValue) -> Result<String, JobFailure> {
+    let buffer = read_plaintext(request).await?;
+    // Kept for the `sha2` fallback, should WebCrypto's digest fail.
+    let plaintext = Uint8Array::new(&buffer).to_vec();
+    let started = start_sha256(&buffer);
+    crypto_wasm::webcrypto::release(&buffer);
+    Ok(finish_sha256(started, &plaintext).await)
+}
+
+/// One sealed part and its digests (lowercase hex).
+struct Sealed {
+    ciphertext: Uint8Array,
+    sha256: String,
+    plain_sha256: String,
+}
+
 /// Encrypts one part as asked, with WebCrypto when the context has it (any secure context)
 /// and with the wasm AES-GCM otherwise (plain http off localhost); both give the same bytes.
-/// Returns the ciphertext, its SHA-256 and the plaintext's (hex).
-async fn encrypt(request: &JsValue) -> Result<(Uint8Array, String, String), String> {
-    if get(request, "op").as_string().as_deref() != Some("encrypt") {
-        return Err("unknown operation".into());
-    }
+async fn encrypt(request: &JsValue) -> Result<Sealed, JobFailure> {
     let ikm = bytes(&get(request, "ikm"));
     let salt: [u8; 16] = bytes(&get(request, "salt"))
         .try_into()
-        .map_err(|_| "bad salt".to_owned())?;
+        .map_err(|_| "bad salt")?;
     let part = get(request, "part").as_f64().ok_or("bad part number")? as u64;
     let last = get(request, "last").as_bool().unwrap_or(false);
-    let buffer: ArrayBuffer = get(request, "data").dyn_into().map_err(|_| "bad data")?;
+    let buffer = read_plaintext(request).await?;
     let plaintext = Uint8Array::new(&buffer).to_vec();
     // digest() has copied the plaintext when it returns, so its buffer can go before the part
     // is encrypted, and the hash is computed meanwhile.
@@ -142,7 +190,11 @@ async fn encrypt(request: &JsValue) -> Result<(Uint8Array, String, String), Stri
     out.copy_from(&ciphertext);
     let sha256 = sha256_hex(&out, &ciphertext).await;
     let plain_sha256 = finish_sha256(plain_sha256, &plaintext).await;
-    Ok((out, sha256, plain_sha256))
+    Ok(Sealed {
+        ciphertext: out,
+        sha256,
+        plain_sha256,
+    })
 }
 
 /// SHA-256 of `data` (a JS buffer holding the same bytes as `bytes`) in lowercase hex, with
@@ -169,14 +221,6 @@ async fn finish_sha256(started: Option<js_sys::Promise>, bytes: &[u8]) -> String
         return hex::encode(Uint8Array::new(&hash).to_vec());
     }
     hex::encode(sha2::Sha256::digest(bytes))
-}
-
-/// Frees `data` now if it is an `ArrayBuffer`, rather than leave it to the garbage collector:
-/// see [`crypto_wasm::webcrypto::release`].
-fn release(data: &JsValue) {
-    if let Some(buffer) = data.dyn_ref::<ArrayBuffer>() {
-        crypto_wasm::webcrypto::release(buffer);
-    }
 }
 
 fn get(object: &JsValue, key: &str) -> JsValue {
