@@ -107,6 +107,46 @@ impl Error {
         }
     }
 
+    /// A stable name for this kind of error, for `--json` output (see [`Error::to_json`]).
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Self::Usage(_) => "usage",
+            Self::Network { .. } => "network",
+            Self::NotFound => "not_found",
+            Self::BadKey(_) => "bad_key",
+            Self::TooManyAttempts(_) => "too_many_attempts",
+            Self::Refused { .. } => "refused",
+            Self::Io { .. } => "local_io",
+            Self::Changed(_) => "changed",
+            Self::Output(_) => "output",
+            Self::BadLink(_) => "bad_link",
+            Self::Integrity(_) => "integrity",
+            Self::Internal(_) => "internal",
+            Self::Crypto(_) => "crypto",
+        }
+    }
+
+    /// This error as the one JSON object `--json` prints for it on stdout:
+    /// `{"error": {"kind", "exit_code", "message"}}`, plus the server's `status` and `code`
+    /// for a refusal, the `url` for a network error and the `path` for a local file.
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        let mut error = serde_json::json!({
+            "kind": self.kind(),
+            "exit_code": self.exit_code(),
+            "message": self.to_string(),
+        });
+        match self {
+            Self::Refused { status, code, .. } => {
+                error["status"] = (*status).into();
+                error["code"] = code.as_str().into();
+            }
+            Self::Network { url, .. } => error["url"] = url.as_str().into(),
+            Self::Io { path, .. } => error["path"] = path.display().to_string().into(),
+            _ => {}
+        }
+        serde_json::json!({ "error": error })
+    }
+
     /// The process exit code for this error.
     pub(crate) fn exit_code(&self) -> u8 {
         match self {
@@ -155,5 +195,21 @@ mod tests {
         assert_eq!(Error::Changed(String::new()).exit_code(), 7);
         assert_eq!(Error::Usage(String::new()).exit_code(), 2);
         assert_eq!(Error::Integrity(String::new()).exit_code(), 1);
+    }
+
+    #[test]
+    fn json_errors_carry_kind_exit_code_message_and_the_servers_code() {
+        let refused = Error::Refused {
+            status: 409,
+            code: "part_conflict".into(),
+            message: "part 3 differs".into(),
+        };
+        let json = refused.to_json();
+        assert_eq!(json["error"]["kind"], "refused");
+        assert_eq!(json["error"]["exit_code"], 6);
+        assert_eq!(json["error"]["status"], 409);
+        assert_eq!(json["error"]["code"], "part_conflict");
+        assert_eq!(json["error"]["message"], refused.to_string());
+        assert_eq!(Error::NotFound.to_json()["error"]["kind"], "not_found");
     }
 }

@@ -16,7 +16,10 @@
 //!
 //! Upload resumes, folder uploads and download verification are described in the `upload`
 //! and `download` modules. Progress bars go to stderr and only to a terminal; `--json` prints
-//! one JSON object per result on stdout instead of text.
+//! one JSON object per result on stdout instead of text, and a failure as one more object,
+//! `{"error": {"kind", "exit_code", "message", ...}}` (see `Error::to_json`), besides the
+//! sentence on stderr. Mistakes on the command line itself are reported by the argument parser,
+//! as text, with exit code 2.
 //!
 //! # Exit codes
 //!
@@ -291,6 +294,7 @@ fn config(ctx: &Context, set_server: Option<String>) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let json = cli.global.json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -304,6 +308,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::from(EXIT_OK),
         Err(e) => {
+            if json {
+                println!("{}", e.to_json());
+            }
             let message = e.to_string();
             eprintln!("bitstratus: {}.", message.trim_end_matches('.'));
             ExitCode::from(e.exit_code())

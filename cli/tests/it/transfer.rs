@@ -168,6 +168,34 @@ fn gone_files_unreachable_servers_and_refusals_have_their_exit_codes() {
     let bad_link = cli.run(&["download", "https://example.org/d/x"]);
     assert_eq!(code(&bad_link), 1);
     assert_eq!(code(&cli.run(&["upload"])), 2);
+
+    // With --json a script reads the failure from stdout, as one JSON object.
+    let gone = cli.run(&[
+        "--json",
+        "download",
+        &share,
+        "-o",
+        src.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code(&gone), 4);
+    let reported = &json_lines(&String::from_utf8_lossy(&gone.stdout))[..];
+    assert_eq!(reported.len(), 1, "one JSON object on stdout");
+    assert_eq!(reported[0]["error"]["kind"], "not_found");
+    assert_eq!(reported[0]["error"]["exit_code"], 4);
+    let refused = cli.run(&[
+        "--json",
+        "upload",
+        "--expires",
+        "60",
+        path.to_str().unwrap(),
+    ]);
+    let reported = json_lines(&String::from_utf8_lossy(&refused.stdout));
+    let error = &reported.last().unwrap()["error"];
+    assert_eq!(
+        (error["kind"].as_str(), error["status"].as_u64()),
+        (Some("refused"), Some(400))
+    );
+    assert_eq!(error["code"], "bad_request");
 }
 
 /// Every byte under `dir`, file by file.
