@@ -237,11 +237,11 @@ pub(crate) async fn rm(ctx: &Context, targets: &[String]) -> Result<()> {
             Err(Error::NotFound) => true,
             Err(e) => return Err(e),
         };
-        let mut uploads = ctx.store.uploads()?;
-        uploads
-            .uploads
-            .retain(|u| !(u.id == owned.id && u.server == owned.server));
-        ctx.store.save_uploads(&uploads)?;
+        ctx.store.update_uploads(|uploads| {
+            uploads
+                .uploads
+                .retain(|u| !(u.id == owned.id && u.server == owned.server));
+        })?;
         if ctx.json {
             #[derive(Serialize)]
             struct Removed<'a> {

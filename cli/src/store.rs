@@ -10,7 +10,10 @@
 //! - `downloads/<key>.json`: an interrupted download (see [`crate::download`]).
 //!
 //! Every file holds secrets, so the directory is created `0700` and every file is written
-//! `0600`, atomically (a temporary file renamed over the old one).
+//! `0600`, atomically (a temporary file of its own renamed over the old one). Changes to
+//! `uploads.json` are made under an exclusive lock on `uploads.lock`, so that two commands
+//! running at once (two uploads in two terminals, an upload and an `rm`) both keep their
+//! changes instead of the last writer dropping the other's entry and its owner token.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -137,23 +140,39 @@ impl Store {
         Ok(read_json(&self.dir.join("uploads.json"))?.unwrap_or_default())
     }
 
-    /// Writes `uploads.json`.
-    pub(crate) fn save_uploads(&self, uploads: &Uploads) -> Result<()> {
-        write_json(&self.path("", "uploads.json")?, uploads)
+    /// Reads `uploads.json`, lets `change` edit it and writes it back, holding the store's
+    /// lock on the list throughout (waiting for it if another command holds it).
+    pub(crate) fn update_uploads<T>(&self, change: impl FnOnce(&mut Uploads) -> T) -> Result<T> {
+        let lock_path = self.path("", "uploads.lock")?;
+        let lock = private_file(&lock_path, false)?;
+        lock.lock()
+            .map_err(|e| Error::io("could not lock", &lock_path, e))?;
+        let mut uploads = self.uploads()?;
+        // Test hook: widens the read-modify-write window, which the lock must cover.
+        if let Some(ms) = std::env::var("BITSTRATUS_TEST_STORE_DELAY_MS")
+            .ok()
+            .and_then(|ms| ms.parse().ok())
+        {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        let changed = change(&mut uploads);
+        write_json(&self.path("", "uploads.json")?, &uploads)?;
+        // Closing the file (dropping `lock`) releases the lock.
+        Ok(changed)
     }
 
     /// Adds a completed upload to `uploads.json`, or updates it in place.
     pub(crate) fn add_upload(&self, record: UploadRecord) -> Result<()> {
-        let mut uploads = self.uploads()?;
-        match uploads
-            .uploads
-            .iter_mut()
-            .find(|u| u.id == record.id && u.server == record.server)
-        {
-            Some(existing) => *existing = record,
-            None => uploads.uploads.push(record),
-        }
-        self.save_uploads(&uploads)
+        self.update_uploads(|uploads| {
+            match uploads
+                .uploads
+                .iter_mut()
+                .find(|u| u.id == record.id && u.server == record.server)
+            {
+                Some(existing) => *existing = record,
+                None => uploads.uploads.push(record),
+            }
+        })
     }
 }
 
@@ -196,12 +215,23 @@ pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
             std::io::Error::new(std::io::ErrorKind::InvalidData, e),
         )
     })?;
-    let tmp = path.with_extension("tmp");
+    // A name of this write's own (process id, then a count within the process): two writers
+    // of the same file at once must not write into one temporary file.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let count = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}-{count}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     let mut file = private_file(&tmp, true)?;
-    file.write_all(&text)
+    let written = file
+        .write_all(&text)
         .and_then(|()| file.sync_all())
-        .map_err(|e| Error::io("could not write", &tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| Error::io("could not write", path, e))
+        .map_err(|e| Error::io("could not write", &tmp, e))
+        .and_then(|()| fs::rename(&tmp, path).map_err(|e| Error::io("could not write", path, e)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Opens `path` for writing with mode `0600` (created if missing), truncating or appending.

@@ -106,3 +106,51 @@ fn local_files_are_private() {
 fn url_of_other_server() -> String {
     "https://files.example.org".to_owned()
 }
+
+#[test]
+fn uploads_finishing_at_once_all_stay_in_the_list() {
+    let server = Server::start();
+    let cli = Cli::new(&server);
+    let src = tempfile::tempdir().unwrap();
+    // Six uploads at once, each pausing between reading the list and writing it back: without
+    // the lock each would write the list as it read it, and all but one entry would be lost.
+    let running: Vec<_> = (0..6)
+        .map(|i| {
+            let path = write(
+                src.path(),
+                &format!("f{i}.txt"),
+                format!("file {i}").as_bytes(),
+            );
+            cli.command()
+                .env("BITSTRATUS_TEST_STORE_DELAY_MS", "300")
+                .args(["--json", "upload", path.to_str().unwrap()])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut ids: Vec<String> = running
+        .into_iter()
+        .map(|child| {
+            let output = child.wait_with_output().unwrap();
+            assert!(
+                output.status.success(),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let report = json_lines(&String::from_utf8_lossy(&output.stdout));
+            field(&report[0], "id").to_owned()
+        })
+        .collect();
+    let listed: serde_json::Value = serde_json::from_str(&cli.ok(&["--json", "ls"])).unwrap();
+    let mut in_list: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| field(u, "id").to_owned())
+        .collect();
+    ids.sort();
+    in_list.sort();
+    assert_eq!(in_list, ids, "every upload's owner token was kept");
+}
