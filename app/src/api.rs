@@ -1,6 +1,8 @@
 //! The app's client for the server's `/api/v1` (see `docs/API.md`): JSON in and out, raw
 //! octets for parts, and the error envelope turned into sentences a person can act on.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
@@ -50,6 +52,9 @@ struct EnvelopeBody {
 /// What a request carries.
 pub(crate) enum Body<'a> {
     Empty,
+    /// No body; the request is named with this `Idempotency-Key` (a retry is then not taken
+    /// as a second request).
+    Named(&'a str),
     Json(String),
     Octets {
         bytes: &'a js_sys::Uint8Array,
@@ -83,6 +88,9 @@ fn request(
     init.set_method(method);
     match body {
         Body::Empty => {}
+        Body::Named(key) => {
+            let _ = headers.set("Idempotency-Key", key);
+        }
         Body::Json(json) => {
             let _ = headers.set("Content-Type", "application/json");
             init.set_body(&JsValue::from_str(&json));
@@ -329,17 +337,26 @@ pub(crate) struct Ticket {
 }
 
 /// `POST /files/{id}/downloads`: counts one download and returns the ticket that reads it.
+/// The request is named with a random `Idempotency-Key` and retried while the failure looks
+/// transient: a retry after a lost answer gets a ticket without counting a second download.
 pub(crate) async fn start_download(id: &str, auth: &str) -> Result<Ticket, ApiError> {
-    json(
-        send(
-            "POST",
-            &url(&format!("/files/{id}/downloads")),
-            Some(auth),
-            Body::Empty,
-        )
-        .await?,
-    )
-    .await
+    let url = url(&format!("/files/{id}/downloads"));
+    let Some(key) = random_name() else {
+        // Unnamed, a retry could count a second download: one attempt only.
+        return json(send("POST", &url, Some(auth), Body::Empty).await?).await;
+    };
+    with_retries(|| async { json(send("POST", &url, Some(auth), Body::Named(&key)).await?).await })
+        .await
+}
+
+/// 128 random bits, base64url: a name for one request (`None` without a random source).
+fn random_name() -> Option<String> {
+    let bytes = js_sys::Uint8Array::new_with_length(16);
+    util::window()
+        .crypto()
+        .and_then(|c| c.get_random_values_with_array_buffer_view(&bytes))
+        .ok()?;
+    Some(URL_SAFE_NO_PAD.encode(bytes.to_vec()))
 }
 
 /// `GET /files/{id}/parts/{n}`, retried while the failure looks transient.

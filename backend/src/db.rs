@@ -206,6 +206,17 @@ pub enum AuthOutcome {
     Gone,
 }
 
+/// A download [`Db::start_download`] granted.
+#[derive(Debug)]
+pub struct StartedDownload {
+    /// The file, with its count after this request.
+    pub file: FileRow,
+    /// When the new ticket expires (a repeat's: with its original's).
+    pub expires_at: i64,
+    /// Whether this request counted a download (false for a repeat of a named request).
+    pub counted: bool,
+}
+
 /// Saturating i64 to u64 for values the schema keeps non-negative.
 pub fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
@@ -467,38 +478,97 @@ impl Db {
 
     /// Grants one download if the file is still public: one conditional UPDATE counts it (so
     /// concurrent requests can never exceed the limit) and the ticket is inserted in the same
-    /// transaction. Returns the updated row, or `None` when nothing was granted.
+    /// transaction. With `request_key_hash` (the hash of the request's `Idempotency-Key`), a
+    /// repeat of a request already granted, while its ticket lives, counts nothing and gets a
+    /// ticket expiring with the first one. Returns the grant, or `None` when nothing was
+    /// granted.
     pub async fn start_download(
         &self,
         id: &str,
         ticket_hash: &[u8],
         ticket_expires_at: i64,
+        request_key_hash: Option<&[u8]>,
         now: i64,
-    ) -> Result<Option<FileRow>, ApiError> {
+    ) -> Result<Option<StartedDownload>, ApiError> {
         let mut tx = self.pool.begin().await?;
-        let sql = format!(
-            "UPDATE files SET download_count = download_count + 1 \
-             WHERE id = ? AND state = 'complete' AND expires_at > ? \
-               AND (download_limit IS NULL OR download_count < download_limit) \
-             RETURNING {FILE_COLUMNS}"
-        );
-        let row = sqlx::query_as::<_, FileRow>(&sql)
-            .bind(id)
-            .bind(now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else {
+        // A named request is new unless the same name has a live row for this file: then it is
+        // a repeat, which counts nothing and gets a ticket expiring with the first one. The
+        // upsert takes the row's lock, so a repeat racing its original waits for it.
+        let repeat_of = match request_key_hash {
+            None => None,
+            Some(key_hash) => {
+                let claimed = sqlx::query(
+                    "INSERT INTO download_requests (file_id, key_hash, expires_at) VALUES (?, ?, ?) \
+                     ON CONFLICT (file_id, key_hash) DO UPDATE SET expires_at = excluded.expires_at \
+                     WHERE download_requests.expires_at <= ?",
+                )
+                .bind(id)
+                .bind(key_hash)
+                .bind(ticket_expires_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                match claimed {
+                    1 => None,
+                    _ => {
+                        let (expires_at,): (i64,) = sqlx::query_as(
+                            "SELECT expires_at FROM download_requests \
+                             WHERE file_id = ? AND key_hash = ?",
+                        )
+                        .bind(id)
+                        .bind(key_hash)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                        Some(expires_at)
+                    }
+                }
+            }
+        };
+        let row = match repeat_of {
+            // The count was taken by the original; the file needs only to be still there.
+            Some(_) => {
+                let sql = format!(
+                    "SELECT {FILE_COLUMNS} FROM files \
+                     WHERE id = ? AND state = 'complete' AND expires_at > ?"
+                );
+                sqlx::query_as::<_, FileRow>(&sql)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+            None => {
+                let sql = format!(
+                    "UPDATE files SET download_count = download_count + 1 \
+                     WHERE id = ? AND state = 'complete' AND expires_at > ? \
+                       AND (download_limit IS NULL OR download_count < download_limit) \
+                     RETURNING {FILE_COLUMNS}"
+                );
+                sqlx::query_as::<_, FileRow>(&sql)
+                    .bind(id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+            }
+        };
+        let Some(file) = row else {
             tx.rollback().await?;
             return Ok(None);
         };
+        let expires_at = repeat_of.unwrap_or(ticket_expires_at);
         sqlx::query("INSERT INTO tickets (token_hash, file_id, expires_at) VALUES (?, ?, ?)")
             .bind(ticket_hash)
             .bind(id)
-            .bind(ticket_expires_at)
+            .bind(expires_at)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(Some(row))
+        Ok(Some(StartedDownload {
+            file,
+            expires_at,
+            counted: repeat_of.is_none(),
+        }))
     }
 
     /// Whether a ticket with this hash authorises reads of this file right now.
@@ -611,8 +681,12 @@ impl Db {
         })
     }
 
-    /// Drops expired tickets; returns how many.
+    /// Drops expired tickets (and expired download request names); returns how many tickets.
     pub async fn delete_expired_tickets(&self, now: i64) -> Result<u64, ApiError> {
+        sqlx::query("DELETE FROM download_requests WHERE expires_at <= ?")
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
         Ok(sqlx::query("DELETE FROM tickets WHERE expires_at <= ?")
             .bind(now)
             .execute(&self.pool)

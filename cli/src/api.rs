@@ -31,8 +31,14 @@ pub(crate) struct Api {
 #[derive(Debug, Clone)]
 enum Body {
     Empty,
+    /// No body; the request is named with this `Idempotency-Key`, so that a retry after a lost
+    /// answer is not taken as a second request.
+    Named(String),
     Json(Bytes),
-    Octets { bytes: Bytes, sha256_hex: String },
+    Octets {
+        bytes: Bytes,
+        sha256_hex: String,
+    },
 }
 
 /// One failed attempt: final, or worth another try after the pause the server asked for.
@@ -193,18 +199,17 @@ impl Api {
         self.json(Method::GET, &path, Some(auth), Body::Empty).await
     }
 
-    /// `POST /files/{id}/downloads` with the auth token: counts one download. Never retried
-    /// (a lost answer would count a second download); the caller reports the failure.
+    /// `POST /files/{id}/downloads` with the auth token: counts one download. The request is
+    /// named with a random `Idempotency-Key`, so it is retried like any other: a retry after
+    /// a lost answer gets a ticket without counting a second download.
     pub(crate) async fn start_download(&self, id: &str, auth: &str) -> Result<Ticket> {
         let path = format!("/files/{id}/downloads");
-        let response = match self
-            .attempt(Method::POST, &path, Some(auth), &Body::Empty)
+        let mut key = [0u8; 16];
+        getrandom::getrandom(&mut key)
+            .map_err(|e| Error::Internal(format!("no random source: {e}")))?;
+        let key = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, key);
+        self.json(Method::POST, &path, Some(auth), Body::Named(key))
             .await
-        {
-            Ok(response) => response,
-            Err(Attempt::Final(e) | Attempt::Transient(e, _)) => return Err(e),
-        };
-        parse_json(&self.url(&path), response).await
     }
 
     /// `GET /files/{id}/parts/{n}` with the ticket: the part's ciphertext.
@@ -309,6 +314,7 @@ impl Api {
         }
         request = match body {
             Body::Empty => request,
+            Body::Named(key) => request.header("Idempotency-Key", key.as_str()),
             Body::Json(json) => request
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .body(json.clone()),
@@ -397,18 +403,6 @@ fn to_json(value: &impl Serialize) -> Result<Bytes> {
     serde_json::to_vec(value)
         .map(Bytes::from)
         .map_err(|e| Error::Integrity(format!("could not encode the request: {e}")))
-}
-
-async fn parse_json<T: DeserializeOwned>(url: &str, response: reqwest::Response) -> Result<T> {
-    let bytes = response.bytes().await.map_err(|e| Error::Network {
-        url: url.to_owned(),
-        reason: e.to_string(),
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        Error::Integrity(format!(
-            "the server's answer to {url} could not be read: {e}"
-        ))
-    })
 }
 
 #[cfg(test)]

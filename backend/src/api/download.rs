@@ -151,9 +151,12 @@ struct TicketResponse {
     post,
     path = "/files/{id}/downloads",
     tag = "download",
-    params(("id" = super::openapi::FileId, Path, description = "The file's id.")),
+    params(
+        ("id" = super::openapi::FileId, Path, description = "The file's id."),
+        ("Idempotency-Key" = Option<String>, Header, description = "Names this request (1 to 255 visible ASCII characters; a random 128-bit value is recommended), so that a retry after a lost answer counts no second download: a repeat with the same key for the same file, while the first ticket lives, gets a new ticket expiring with the first one."),
+    ),
     responses(
-        (status = 200, description = "One download counted; the ticket reads its parts for 24 h.", body = TicketResponse),
+        (status = 200, description = "One download counted (or, for a repeat of a named request, none); the ticket reads its parts for 24 h.", body = TicketResponse),
         (status = 400, response = super::openapi::BadRequest),
         (status = 401, response = super::openapi::BadToken),
         (status = 404, response = super::openapi::NotFound),
@@ -168,22 +171,60 @@ pub(crate) async fn downloads(
     headers: HeaderMap,
 ) -> Result<impl IntoResponse, ApiError> {
     let now = db::now();
-    let file = public_file(&state, &id, now).await?;
-    check_auth_token(&state, &file, &headers, now).await?;
+    let request_key = idempotency_key(&headers)?;
+    let file = match request_key {
+        None => public_file(&state, &id, now).await?,
+        // A repeat may find the file exhausted by its own original.
+        Some(_) => live_file(&state, &id, now).await?,
+    };
+    if file.is_public(now) {
+        check_auth_token(&state, &file, &headers, now).await?;
+    } else {
+        // Only a repeat of a named request goes on from here (the database refuses anything
+        // else); everyone else gets the public's 404, a wrong token included, so this path
+        // reveals nothing and needs no guess throttling.
+        let right = bearer(&headers).is_some_and(|t| ids::verify(&t, &file.auth_token_hash));
+        if !right {
+            return Err(ApiError::NotFound);
+        }
+    }
     let (ticket, ticket_hash) = ids::new_token();
-    let expires_at = now + TICKET_TTL_SECS;
     // The count is taken by one conditional UPDATE: of N concurrent requests for the last
     // download, exactly one gets a row back; the rest see the same 404 as the public.
-    let updated = state
+    let started = state
         .db
-        .start_download(&id, &ticket_hash, expires_at, now)
+        .start_download(
+            &id,
+            &ticket_hash,
+            now + TICKET_TTL_SECS,
+            request_key.as_ref().map(|k| k.as_slice()),
+            now,
+        )
         .await?
         .ok_or(ApiError::NotFound)?;
+    if !started.counted {
+        tracing::debug!(%id, "repeated download request; not counted again");
+    }
     Ok(axum::Json(TicketResponse {
         ticket,
-        expires_at,
-        downloads_remaining: updated.downloads_remaining(),
+        expires_at: started.expires_at,
+        downloads_remaining: started.file.downloads_remaining(),
     }))
+}
+
+/// The hash of the request's `Idempotency-Key`, if it has one; a key that is empty, longer
+/// than 255 characters or not visible ASCII is refused.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<[u8; 32]>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.as_bytes();
+    if key.is_empty() || key.len() > 255 || !key.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::BadRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+        ));
+    }
+    Ok(Some(ids::hash(key)))
 }
 
 /// A complete, live file whose download ticket the request carries. Exhausted files still

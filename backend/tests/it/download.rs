@@ -1,5 +1,5 @@
-//! Download: a real encrypted file end to end, byte ranges, and the download limit, exact
-//! even under concurrency.
+//! Download: a real encrypted file end to end, byte ranges, the download limit, exact even
+//! under concurrency, and retried download starts that count once.
 
 use std::sync::Arc;
 
@@ -267,6 +267,92 @@ async fn download_limit_is_exact() {
         .await;
     assert_eq!(m.json()["download_count"], 2);
     assert_eq!(m.json()["download_limit"], 2);
+}
+
+/// `POST .../downloads` named with an `Idempotency-Key`.
+async fn start_named(t: &TestApp, up: &Upload, key: &str) -> Resp {
+    let req = Request::post(format!("/api/v1/files/{}/downloads", up.id))
+        .header(header::AUTHORIZATION, format!("Bearer {}", up.auth))
+        .header("idempotency-key", key)
+        .body(axum::body::Body::empty())
+        .unwrap();
+    t.send(req).await
+}
+
+#[tokio::test]
+async fn a_repeated_download_start_counts_once() {
+    let t = TestApp::new().await;
+    let up = t
+        .upload(Spec {
+            download_limit: Some(1),
+            ..Spec::default()
+        })
+        .await;
+    // The answer to the first request was lost; the client sends it again, same key.
+    let first = start_named(&t, &up, "retry-me-0123456789abcdef").await;
+    first.expect(200, None);
+    let again = start_named(&t, &up, "retry-me-0123456789abcdef").await;
+    again.expect(200, None);
+    assert_eq!(again.json()["downloads_remaining"], 0);
+    assert_eq!(
+        again.json()["expires_at"],
+        first.json()["expires_at"],
+        "a repeat's ticket expires with the first one"
+    );
+    // Either ticket reads the file.
+    for r in [&first, &again] {
+        let ticket = r.json()["ticket"].as_str().unwrap().to_owned();
+        let read = t
+            .get(&format!("/api/v1/files/{}/content", up.id), Some(&ticket))
+            .await;
+        read.expect(200, None);
+        assert_eq!(read.body.as_ref(), up.body.as_slice());
+    }
+    let m = t
+        .get(&format!("/api/v1/files/{}/manage", up.id), Some(&up.owner))
+        .await;
+    assert_eq!(m.json()["download_count"], 1, "one download counted");
+
+    // Another key is another download: the limit is reached.
+    start_named(&t, &up, "someone-else-0123456789")
+        .await
+        .expect(404, Some("not_found"));
+    // The exhausted file tells a wrong token nothing, even with the first key.
+    let stranger = Upload {
+        auth: b64(&[9; 32]),
+        ..up.clone()
+    };
+    start_named(&t, &stranger, "retry-me-0123456789abcdef")
+        .await
+        .expect(404, Some("not_found"));
+    // Once the first ticket has expired, the old key is new again, and counts.
+    t.exec(
+        "UPDATE download_requests SET expires_at = 0 WHERE file_id = ?",
+        &up.id,
+    )
+    .await;
+    start_named(&t, &up, "retry-me-0123456789abcdef")
+        .await
+        .expect(404, Some("not_found"));
+}
+
+#[tokio::test]
+async fn a_malformed_idempotency_key_is_refused_and_counts_nothing() {
+    let t = TestApp::new().await;
+    let up = t
+        .upload(Spec {
+            download_limit: Some(1),
+            ..Spec::default()
+        })
+        .await;
+    let long = "k".repeat(256);
+    for key in ["", "has space", long.as_str(), "tab\there"] {
+        start_named(&t, &up, key)
+            .await
+            .expect(400, Some("bad_request"));
+    }
+    let info = t.get(&format!("/api/v1/files/{}", up.id), None).await;
+    assert_eq!(info.json()["downloads_remaining"], 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use axum::response::IntoResponse as _;
 use tempfile::TempDir;
 
 /// A BitStratus server on a loopback port, running until the test process exits.
@@ -14,6 +15,33 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start() -> Self {
+        Self::start_with(std::convert::identity)
+    }
+
+    /// A server whose first answer to `POST .../downloads` is lost after the server acted on
+    /// it: the client gets a 502, as from a proxy whose upstream connection dropped.
+    pub(crate) fn losing_first_download_answer() -> Self {
+        Self::start_with(|app| {
+            let lost = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            app.layer(axum::middleware::from_fn(
+                move |request: axum::extract::Request, next: axum::middleware::Next| {
+                    let lose = request.method() == axum::http::Method::POST
+                        && request.uri().path().ends_with("/downloads")
+                        && !lost.swap(true, std::sync::atomic::Ordering::SeqCst);
+                    async move {
+                        let response = next.run(request).await;
+                        if lose {
+                            return axum::http::StatusCode::BAD_GATEWAY.into_response();
+                        }
+                        response
+                    }
+                },
+            ))
+        })
+    }
+
+    /// A server whose router is `backend::app` as `wrap` returns it.
+    fn start_with(wrap: impl FnOnce(axum::Router) -> axum::Router + Send + 'static) -> Self {
         let data = tempfile::tempdir().unwrap();
         let dir = data.path().to_owned();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -29,7 +57,9 @@ impl Server {
                     .unwrap();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
-                axum::serve(listener, backend::app(state)).await.unwrap();
+                axum::serve(listener, wrap(backend::app(state)))
+                    .await
+                    .unwrap();
             });
         });
         let addr = rx.recv().unwrap();

@@ -121,6 +121,27 @@ fn folders_keep_their_relative_paths() {
 }
 
 #[test]
+fn a_lost_answer_to_a_download_start_does_not_use_up_the_link() {
+    let server = Server::losing_first_download_answer();
+    let cli = Cli::new(&server);
+    let src = tempfile::tempdir().unwrap();
+    let path = write(src.path(), "once.txt", b"a one-time file");
+    let report = cli.upload(&["--download-limit", "1", path.to_str().unwrap()]);
+    let share = field(&report[0], "share_link").to_owned();
+    // The server counts the download but its answer is lost; the client asks again with the
+    // same request name and gets its ticket instead of "not found".
+    let out = tempfile::tempdir().unwrap();
+    let saved = cli.ok(&["download", &share, "-o", out.path().to_str().unwrap()]);
+    assert!(saved.contains("once.txt"), "{saved}");
+    assert_eq!(
+        std::fs::read(out.path().join("once.txt")).unwrap(),
+        b"a one-time file"
+    );
+    let info = &json_lines(&cli.ok(&["--json", "info", field(&report[0], "id")]))[0];
+    assert_eq!(info["download_count"], 1, "counted once");
+}
+
+#[test]
 fn gone_files_unreachable_servers_and_refusals_have_their_exit_codes() {
     let server = Server::start();
     let cli = Cli::new(&server);
