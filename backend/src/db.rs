@@ -493,7 +493,8 @@ impl Db {
         let mut tx = self.pool.begin().await?;
         // A named request is new unless the same name has a live row for this file: then it is
         // a repeat, which counts nothing and gets a ticket expiring with the first one. The
-        // upsert takes the row's lock, so a repeat racing its original waits for it.
+        // upsert is this transaction's first write, and SQLite admits one writer at a time, so
+        // a repeat racing its original waits for the original's transaction to end.
         let repeat_of = match request_key_hash {
             None => None,
             Some(key_hash) => {
