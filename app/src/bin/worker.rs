@@ -87,7 +87,8 @@ fn main() {
                 }),
                 _ => Err(JobFailure::Other("unknown operation".into())),
             };
-            let sent = match result {
+            // A reply the browser refuses to post has nowhere else to go.
+            let _ = match result {
                 Ok(Some(buffer)) => scope.post_message_with_transfer(&reply, &Array::of1(&buffer)),
                 Ok(None) => scope.post_message(&reply),
                 Err(failure) => {
@@ -102,7 +103,6 @@ fn main() {
                     scope.post_message(&reply)
                 }
             };
-            let _ = sent;
         });
     });
     scope.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
