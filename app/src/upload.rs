@@ -600,6 +600,7 @@ async fn fresh_plan(
         kdf,
         auth_sha256: auth_fingerprint(&keys),
         part_count,
+        block: resume::BLOCK,
         plaintext_sha256: Default::default(),
     };
     // Without storage the upload still works; it just cannot be resumed later.
