@@ -245,6 +245,16 @@ impl Decryptor {
     pub fn finish(self) -> Result<Vec<u8>, Error> {
         self.0.finish()
     }
+
+    /// Resumes a body part-way: after the header (pushed, and nothing more), the next bytes
+    /// pushed are taken as record `record` onwards. For handing a long decryption over to a
+    /// fresh decryptor at a record boundary; the records skipped must have been decrypted
+    /// and checked by another. Later records are still bound to their places by their nonces,
+    /// and [`Decryptor::finish`] still proves the end. Fails with [`Error::Decrypt`], and
+    /// poisons the decryptor, unless the header is complete and nothing follows it yet.
+    pub fn skip_to(&mut self, record: u64) -> Result<(), Error> {
+        self.0.skip_to(record)
+    }
 }
 
 impl fmt::Debug for Decryptor {
@@ -308,6 +318,15 @@ impl<C: Cipher> StreamOpener<C> {
     fn fail(&mut self) {
         self.reader.fail();
         self.cipher = None;
+    }
+
+    /// See [`Decryptor::skip_to`].
+    pub(crate) fn skip_to(&mut self, record: u64) -> Result<(), Error> {
+        let result = self.reader.skip_to(record);
+        if result.is_err() {
+            self.fail();
+        }
+        result
     }
 
     /// See [`Decryptor::finish`].

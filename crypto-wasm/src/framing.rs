@@ -480,6 +480,27 @@ impl RecordReader {
         Ok(content_len)
     }
 
+    /// Stands a reader that has read the header and nothing else at record `seq`, as if
+    /// records `0..seq` had been read and accepted: for a decryption resumed at a record
+    /// boundary by a fresh decryptor (a download handed over to another worker). Nothing here
+    /// proves those records were there: whoever read them checked them. Every later record is
+    /// still bound to its place by its nonce, and the end is still proven by the final record.
+    /// Fails, and poisons the reader, unless the header is complete and no byte of a record
+    /// has been read.
+    pub(crate) fn skip_to(&mut self, seq: u64) -> Result<(), Error> {
+        let result = match &mut self.phase {
+            Phase::Records(position)
+                if self.buf.is_empty() && position.issued == 0 && position.accepted == 0 =>
+            {
+                position.issued = seq;
+                position.accepted = seq;
+                Ok(())
+            }
+            _ => Err(Error::Decrypt),
+        };
+        self.poison_on_err(result)
+    }
+
     /// Ends the input and returns the buffered last record, if any, to open and accept like
     /// any other. Fails if the header is incomplete or a record handed out was not accepted.
     pub(crate) fn end(&mut self) -> Result<Batch<'static>, Error> {

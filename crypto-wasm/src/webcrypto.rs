@@ -373,6 +373,16 @@ impl WebCryptoDecryptor {
         self.key = None;
     }
 
+    /// Resumes a body part-way, like [`crate::Decryptor::skip_to`]: after the header (pushed,
+    /// and nothing more), the next bytes pushed are taken as record `record` onwards.
+    pub fn skip_to(&mut self, record: u64) -> Result<(), Error> {
+        let result = self.reader.skip_to(record);
+        if result.is_err() {
+            self.fail();
+        }
+        result
+    }
+
     /// Ends the stream, like [`Decryptor::finish`]: opens the buffered final record, if any,
     /// and returns its plaintext. Fails unless the header was complete, exactly one final
     /// record was seen and nothing follows it. Mandatory.

@@ -399,6 +399,42 @@ tests! {
         assert_eq!(decryptor.finish().unwrap(), &plaintext[94..]);
     }
 
+    fn decryptor_resumes_at_a_record_boundary_and_nowhere_else() {
+        let key = key(7);
+        let encryptor = Encryptor::with_salt_and_rs(&key, [7; 16], 64).unwrap();
+        let plaintext = pattern(47 * 5 + 10);
+        let body = encryptor.encrypt_body(&plaintext);
+        let header = &body[..21];
+        let resumed = |record: u64| {
+            let mut decryptor = Decryptor::new(&key);
+            assert_eq!(decryptor.push(header).unwrap(), b"");
+            decryptor.skip_to(record).map(|()| decryptor)
+        };
+        // From every record boundary, the rest of the body decrypts to the rest of the file.
+        for k in 0..=5 {
+            let mut decryptor = resumed(k as u64).unwrap();
+            let mut out = decryptor.push(&body[21 + 64 * k..]).unwrap();
+            out.extend(decryptor.finish().unwrap());
+            assert_eq!(out, &plaintext[47 * k..], "resumed at record {k}");
+        }
+        // Records given to the wrong place fail: each is bound to its index by its nonce.
+        let mut decryptor = resumed(3).unwrap();
+        assert_eq!(decryptor.push(&body[21 + 64 * 2..]), Err(Error::Decrypt));
+        // The end is still proven: a resumed body cut short fails at finish.
+        let mut decryptor = resumed(2).unwrap();
+        let _ = decryptor.push(&body[21 + 128..body.len() - 1]).unwrap();
+        assert_eq!(decryptor.finish(), Err(Error::Decrypt));
+        // Only right after the header: not before it, not within or after a record.
+        assert_eq!(Decryptor::new(&key).skip_to(1), Err(Error::Decrypt));
+        for read in [21 + 10, 21 + 64] {
+            let mut decryptor = Decryptor::new(&key);
+            let _ = decryptor.push(&body[..read]).unwrap();
+            assert_eq!(decryptor.skip_to(1), Err(Error::Decrypt), "after {read} bytes");
+            // A refused skip poisons the decryptor.
+            assert_eq!(decryptor.push(&body[read..]), Err(Error::Decrypt));
+        }
+    }
+
     fn decryptor_is_poisoned_by_a_failure() {
         let key = key(5);
         let encryptor = Encryptor::with_salt_and_rs(&key, [5; 16], 64).unwrap();

@@ -355,3 +355,55 @@ async fn an_abandoned_push_poisons_the_decryptor() {
     assert_eq!(decryptor.push(&[]).await, Err(Error::Decrypt));
     assert_eq!(decryptor.finish().await, Err(Error::Decrypt));
 }
+
+#[wasm_bindgen_test]
+async fn both_engines_resume_alike_at_a_record_boundary() {
+    let (key, encryptor) = random_encryptor(RECORD_SIZE);
+    let chunk = RECORD_SIZE as usize - 17;
+    let plaintext = random_bytes(chunk * 7 + 1000);
+    let body = encryptor.encrypt_body(&plaintext);
+    let header = &body[..21];
+    for (k, skip) in [(0_usize, 0_u64), (3, 3), (7, 7), (3, 4)] {
+        let mut sync = Decryptor::new(&key);
+        let mut web = WebCryptoDecryptor::new(&key).unwrap();
+        assert_eq!(web.push(header).await.unwrap(), sync.push(header).unwrap());
+        assert_eq!(web.skip_to(skip), sync.skip_to(skip));
+        let rest = &body[21 + RECORD_SIZE as usize * k..];
+        let expected = sync.push(rest);
+        let pushed = web.push(rest).await;
+        assert!(
+            pushed == expected,
+            "records from {k}, skipped to {skip}: the engines differ"
+        );
+        let expected = expected.and_then(|mut out| {
+            out.extend(sync.finish()?);
+            Ok(out)
+        });
+        let web = match pushed {
+            Ok(mut out) => web.finish().await.map(|last| {
+                out.extend(last);
+                out
+            }),
+            Err(e) => Err(e),
+        };
+        assert!(
+            web == expected,
+            "records from {k}, skipped to {skip}: the engines end apart"
+        );
+        if k as u64 == skip {
+            assert!(
+                web.unwrap() == plaintext[chunk * k..],
+                "resumed at record {k}"
+            );
+        } else {
+            assert_eq!(web, Err(Error::Decrypt), "records in the wrong place");
+        }
+    }
+    // Within a record, a skip is refused by both.
+    let mut sync = Decryptor::new(&key);
+    let mut web = WebCryptoDecryptor::new(&key).unwrap();
+    let _ = sync.push(&body[..30]).unwrap();
+    let _ = web.push(&body[..30]).await.unwrap();
+    assert_eq!(web.skip_to(1), Err(Error::Decrypt));
+    assert_eq!(sync.skip_to(1), Err(Error::Decrypt));
+}
