@@ -1,6 +1,7 @@
 // A 1 GiB file end to end: uploaded through the real UI (whose crypto workers are replaced by
-// fresh ones as they go), downloaded through the streaming service worker, with the
-// downloading tab's memory sampled through the DevTools protocol.
+// fresh ones as they go), downloaded through the streaming service worker (whose fetcher is
+// replaced the same way, the decryption resuming in the fresh one), with the downloading
+// tab's memory sampled through the DevTools protocol.
 
 import assert from "node:assert/strict";
 import { createHash, randomBytes } from "node:crypto";
@@ -101,6 +102,9 @@ test("a 1 GiB file streams to disk byte-identical while the tab stays under 400 
       await new Promise((r) => setTimeout(r, 250));
     }
   })();
+  // Download fetchers started: each serves 64 parts, then hands over to a fresh one.
+  let fetchers = 0;
+  page.on("worker", (worker) => (fetchers += worker.url().endsWith("/fetcher.js")));
   const streams = [];
   page.on("request", (request) => {
     if (new URL(request.url()).pathname.startsWith("/stream/")) streams.push(request.url());
@@ -112,6 +116,8 @@ test("a 1 GiB file streams to disk byte-identical while the tab stays under 400 
 
   assert.equal(streams.length, 1, "the download went through the streaming service worker");
   assert.equal(await fileSha256(await download.path()), expected, "1 GiB downloads byte-identical");
+  const parts = Math.ceil(SIZE / (64 * 65519));
+  assert.equal(fetchers, Math.ceil(parts / 64), `the ${parts} parts were fetched by a fresh fetcher every 64`);
   assert.ok(wasmSeen, "the app's wasm memory was part of the measure");
   assert.ok(peak < TAB_LIMIT, `the tab peaked at ${(peak / MiB).toFixed(0)} MiB (limit ${TAB_LIMIT / MiB} MiB)`);
   console.log(`# 1 GiB download: tab memory peak ${(peak / MiB).toFixed(1)} MiB`);

@@ -52,17 +52,74 @@ pub(crate) enum Event {
 pub(crate) struct Stream {
     pub(crate) events: mpsc::UnboundedReceiver<Event>,
     frame: web_sys::Element,
-    /// The download fetcher (`app/fetcher.js`), stopped with the stream.
-    fetcher: web_sys::Worker,
+    /// The download fetchers (`app/fetcher.js`), the current one stopped with the stream.
+    fetchers: Rc<Fetchers>,
     _on_fetcher_error: Closure<dyn FnMut(web_sys::Event)>,
+    _on_fetcher_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
     _handed: HandedOver,
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
         self.frame.remove();
-        self.fetcher.terminate();
+        if let Some(current) = self.fetchers.current.borrow().as_ref() {
+            stop(current);
+        }
     }
+}
+
+/// Parts one download fetcher serves before it hands the rest over to a fresh one: 256 MiB.
+/// See the hand-over in `app/fetcher.js`.
+const FETCHER_HAND_OVER_AFTER: u64 = 64;
+
+/// The download fetcher at work, and what starting the next one takes.
+struct Fetchers {
+    /// `None` only until the first one is started.
+    current: RefCell<Option<web_sys::Worker>>,
+    /// The job as first posted; each successor gets it with `from`, `credit` and `header`.
+    job: Object,
+    /// The handlers every fetcher gets (set once both exist).
+    on_error: RefCell<Option<js_sys::Function>>,
+    on_message: RefCell<Option<js_sys::Function>>,
+}
+
+impl Fetchers {
+    /// Starts a fetcher with this download's handlers.
+    fn start(&self) -> Result<web_sys::Worker, JsValue> {
+        let options = web_sys::WorkerOptions::new();
+        options.set_name(FETCHER_NAME);
+        let worker = web_sys::Worker::new_with_options(FETCHER_URL, &options)?;
+        worker.set_onerror(self.on_error.borrow().as_ref());
+        worker.set_onmessage(self.on_message.borrow().as_ref());
+        Ok(worker)
+    }
+
+    /// Gives the feed (`event`'s port) of a fetcher that served its parts to a fresh one,
+    /// which resumes at the part `event` names; then stops the old one.
+    fn hand_over(&self, event: &web_sys::MessageEvent) -> Result<(), JsValue> {
+        let data = event.data();
+        let get = |key: &str| Reflect::get(&data, &JsValue::from_str(key));
+        let feed = event.ports().get(0);
+        if get("type")?.as_string().as_deref() != Some("handover") || feed.is_undefined() {
+            return Ok(());
+        }
+        for (key, from) in [("from", "next"), ("credit", "credit"), ("header", "header")] {
+            Reflect::set(&self.job, &JsValue::from_str(key), &get(from)?)?;
+        }
+        let next = self.start()?;
+        next.post_message_with_transfer(&self.job, &Array::of1(&feed))?;
+        if let Some(done) = self.current.replace(Some(next)) {
+            stop(&done);
+        }
+        Ok(())
+    }
+}
+
+/// Stops a fetcher, and its handlers from hearing any message it left behind.
+fn stop(fetcher: &web_sys::Worker) {
+    fetcher.set_onmessage(None);
+    fetcher.set_onerror(None);
+    fetcher.terminate();
 }
 
 /// What the page says when the download fetcher dies.
@@ -103,19 +160,16 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
     let token = hex_token();
     // The fetcher fetches and decrypts; it feeds the plaintext to the service worker through
     // `feed`, so the service worker's thread only refills the download manager's pipe.
-    let options = web_sys::WorkerOptions::new();
-    options.set_name(FETCHER_NAME);
-    let fetcher = web_sys::Worker::new_with_options(FETCHER_URL, &options)?;
     let feed = web_sys::MessageChannel::new()?;
     // A fetcher that dies (its script failed to load, say) would leave the download waiting
     // for ever: the service worker is told to fail the stream, and the page hears of it. Set
-    // up at once, so an early death is not missed.
+    // up at once, so an early death is not missed. A successor that cannot be started is
+    // taken the same way.
     let fetcher_died = Rc::new(Cell::new(false));
     let abort_port = Rc::new(RefCell::new(None::<web_sys::MessagePort>));
-    let on_fetcher_error = {
+    let die = {
         let (died, port, failed) = (Rc::clone(&fetcher_died), Rc::clone(&abort_port), tx.clone());
-        Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
-            event.prevent_default();
+        Rc::new(move || {
             died.set(true);
             if let Some(port) = port.borrow().as_ref() {
                 post_abort(port);
@@ -126,7 +180,13 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
             });
         })
     };
-    fetcher.set_onerror(Some(on_fetcher_error.as_ref().unchecked_ref()));
+    let on_fetcher_error = {
+        let die = Rc::clone(&die);
+        Closure::<dyn FnMut(web_sys::Event)>::new(move |event: web_sys::Event| {
+            event.prevent_default();
+            die();
+        })
+    };
     let fields = [
         ("type", JsValue::from_str("download")),
         ("token", JsValue::from_str(&token)),
@@ -142,12 +202,43 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
         ("partSize", JsValue::from_f64(job.part_size as f64)),
         ("name", JsValue::from_str(job.name)),
         ("size", JsValue::from_f64(job.size as f64)),
+        (
+            "handOverAfter",
+            JsValue::from_f64(FETCHER_HAND_OVER_AFTER as f64),
+        ),
     ];
     let fetch_job = Object::new();
     for (key, value) in &fields {
         Reflect::set(&fetch_job, &JsValue::from_str(key), value)?;
     }
-    fetcher.post_message_with_transfer(&fetch_job, &Array::of1(&feed.port1()))?;
+    let fetchers = Rc::new(Fetchers {
+        current: RefCell::new(None),
+        job: fetch_job,
+        on_error: RefCell::new(Some(
+            on_fetcher_error
+                .as_ref()
+                .unchecked_ref::<js_sys::Function>()
+                .clone(),
+        )),
+        on_message: RefCell::new(None),
+    });
+    let on_fetcher_message = {
+        let fetchers = Rc::clone(&fetchers);
+        Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |event: web_sys::MessageEvent| {
+            if fetchers.hand_over(&event).is_err() {
+                die();
+            }
+        })
+    };
+    *fetchers.on_message.borrow_mut() = Some(
+        on_fetcher_message
+            .as_ref()
+            .unchecked_ref::<js_sys::Function>()
+            .clone(),
+    );
+    let fetcher = fetchers.start()?;
+    fetcher.post_message_with_transfer(&fetchers.job, &Array::of1(&feed.port1()))?;
+    *fetchers.current.borrow_mut() = Some(fetcher);
     // The service worker needs neither the key nor the ticket any more: it only names the file.
     let for_service_worker: Vec<_> = fields
         .iter()
@@ -189,8 +280,9 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
     Ok(Stream {
         events,
         frame,
-        fetcher,
+        fetchers,
         _on_fetcher_error: on_fetcher_error,
+        _on_fetcher_message: on_fetcher_message,
         _handed: handed,
     })
 }

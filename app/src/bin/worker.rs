@@ -310,6 +310,23 @@ impl StreamDecryptor {
             Ok(Uint8Array::from(&result.map_err(JsError::from)?[..]).into())
         })
     }
+
+    /// Resumes the body at record `record`: call it once the header alone has been pushed
+    /// (and its promise settled); the next bytes pushed are then that record onwards. For a
+    /// download handed over to a fresh fetcher at a part boundary: the records skipped were
+    /// checked by the one before. Fails, and poisons the decryptor, anywhere else.
+    pub fn skip_to(&self, record: f64) -> Result<(), JsError> {
+        let mut inner = self.inner.borrow_mut();
+        let engine = inner
+            .as_mut()
+            .ok_or_else(|| JsError::new("busy or finished"))?;
+        let record = record as u64;
+        match engine {
+            Engine::Web(d) => d.skip_to(record),
+            Engine::Wasm(d) => d.skip_to(record),
+        }
+        .map_err(JsError::from)
+    }
 }
 
 /// Random access to a body's records for playing media in the page (`app/sw.js` answers a
