@@ -112,7 +112,9 @@ async fn main() {
     // The direct side writes through the very `Storage` the router uses.
     let storage = state.storage.clone();
     let server = tokio::spawn(async move {
-        axum::serve(listener, app(state)).await.expect("serve");
+        backend::serve(listener, app(state), std::future::pending())
+            .await
+            .expect("serve");
     });
 
     let api_base = format!("http://{addr}/api/v1");

@@ -48,9 +48,7 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let gc_task = gc::spawn(state.clone());
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(addr = %listener.local_addr()?, "listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    backend::serve(listener, app(state), shutdown_signal()).await?;
     // GC passes are idempotent, so stopping one midway is harmless.
     gc_task.abort();
     tracing::info!("stopped");

@@ -14,7 +14,11 @@ async fn serve(t: &TestApp) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let app = t.app.clone();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    tokio::spawn(async move {
+        backend::serve(listener, app, std::future::pending())
+            .await
+            .unwrap()
+    });
     addr
 }
 
@@ -140,4 +144,38 @@ async fn real_http_stalled_part_is_408_while_the_client_still_owes_bytes() {
     assert_eq!(status_of(&res), 408, "{res}");
     assert!(res.contains("\"timeout\""), "{res}");
     assert!(t.objects(&up.id).await.is_empty());
+}
+
+#[tokio::test]
+async fn shutdown_stops_accepting_and_lets_a_request_in_progress_finish() {
+    let t = TestApp::new().await;
+    let up = t.upload(Spec::default()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(backend::serve(listener, t.app.clone(), async {
+        let _ = stopped.await;
+    }));
+    // A request whose headers are in but not yet its end: it is in progress at the shutdown.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "GET /api/v1/files/{} HTTP/1.1\r\nHost: localhost\r\n",
+        up.id
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    s.write_all(b"Connection: close\r\n\r\n").await.unwrap();
+    let res = read_all(&mut s, Duration::from_secs(10)).await;
+    assert_eq!(status_of(&res), 200, "{res}");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the server stops once its connections are done")
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "nothing listens after the shutdown"
+    );
 }

@@ -57,7 +57,7 @@ impl Server {
                     .unwrap();
                 let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
                 tx.send(listener.local_addr().unwrap()).unwrap();
-                axum::serve(listener, wrap(backend::app(state)))
+                backend::serve(listener, wrap(backend::app(state)), std::future::pending())
                     .await
                     .unwrap();
             });
