@@ -78,8 +78,8 @@ struct Fetchers {
     current: RefCell<Option<web_sys::Worker>>,
     /// The job as first posted; each successor gets it with `from`, `credit` and `header`.
     job: Object,
-    /// The handlers every fetcher gets (set once both exist).
-    on_error: RefCell<Option<js_sys::Function>>,
+    /// The handlers every fetcher gets; `on_message` is set once it exists (it needs this).
+    on_error: js_sys::Function,
     on_message: RefCell<Option<js_sys::Function>>,
 }
 
@@ -89,7 +89,7 @@ impl Fetchers {
         let options = web_sys::WorkerOptions::new();
         options.set_name(FETCHER_NAME);
         let worker = web_sys::Worker::new_with_options(FETCHER_URL, &options)?;
-        worker.set_onerror(self.on_error.borrow().as_ref());
+        worker.set_onerror(Some(&self.on_error));
         worker.set_onmessage(self.on_message.borrow().as_ref());
         Ok(worker)
     }
@@ -214,12 +214,10 @@ pub(crate) async fn start(job: &Job<'_>) -> Result<Stream, JsValue> {
     let fetchers = Rc::new(Fetchers {
         current: RefCell::new(None),
         job: fetch_job,
-        on_error: RefCell::new(Some(
-            on_fetcher_error
-                .as_ref()
-                .unchecked_ref::<js_sys::Function>()
-                .clone(),
-        )),
+        on_error: on_fetcher_error
+            .as_ref()
+            .unchecked_ref::<js_sys::Function>()
+            .clone(),
         on_message: RefCell::new(None),
     });
     let on_fetcher_message = {
