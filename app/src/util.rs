@@ -22,7 +22,8 @@ pub(crate) fn now_ms() -> f64 {
 /// its race, say), it clears its timer: a timer left to fire would keep its callback, and the
 /// promise and closures behind it, alive until then. The crypto pool races two 30-second
 /// timeouts against every part, so such leftovers grew with the upload's length: two for every
-/// part of the last 30 seconds, some 2,000 at once at 140 MB/s, against 50 for a 100 MiB file.
+/// part of the last 30 seconds, which comes to some 2,000 at once at 140 MB/s, against 50 for a
+/// whole 100 MiB file.
 pub(crate) fn sleep_ms(ms: i32) -> Sleep {
     let (fired, done) = oneshot::channel();
     let mut fired = Some(fired);
