@@ -18,9 +18,9 @@
 //! the page's next collection: blocks of 256 parts meant strings of up to 19 KiB per part, and
 //! the page's memory grew with the file (probed during uploads: its ArrayBuffer and external
 //! memory ended at 2.4 MiB for 1 GiB against 0.1 MiB for 100 MiB, and 0.25 MiB for 1 GiB with
-//! blocks of 16). 16 parts keep every write under
-//! 1.3 KiB, while a 100 GB file (25,600 parts) still needs only about 2 million characters of
-//! local storage, where browsers allow about 5 million.
+//! blocks of 16). 16 parts keep every write under 1.3 KiB, while a 100 GB file (25,600 parts)
+//! still needs only about 2 million characters of local storage, where browsers allow about 5
+//! million.
 
 use std::collections::BTreeMap;
 
