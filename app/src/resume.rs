@@ -75,7 +75,7 @@ fn block_key(key: &str, block: u64) -> String {
 
 /// How many blocks `unfinished` has.
 fn blocks(unfinished: &Unfinished) -> u64 {
-    unfinished.part_count.div_ceil(unfinished.block.max(1))
+    unfinished.part_count.div_ceil(unfinished.block)
 }
 
 fn storage() -> Option<web_sys::Storage> {
@@ -88,6 +88,10 @@ pub(crate) fn load(file: &web_sys::File) -> Option<Unfinished> {
     let key = key(file);
     let text = storage.get_item(&key).ok()??;
     let mut unfinished: Unfinished = serde_json::from_str(&text).ok()?;
+    // A block size of 0 was never written: such a record is damaged, not resumable.
+    if unfinished.block == 0 {
+        return None;
+    }
     for block in 0..blocks(&unfinished) {
         let Some(text) = storage.get_item(&block_key(&key, block)).ok().flatten() else {
             continue;
@@ -120,11 +124,11 @@ pub(crate) fn save_part(
     unfinished: &Unfinished,
     n: u64,
 ) -> Result<(), String> {
-    save_block(file, unfinished, n / unfinished.block.max(1))
+    save_block(file, unfinished, n / unfinished.block)
 }
 
 fn save_block(file: &web_sys::File, unfinished: &Unfinished, block: u64) -> Result<(), String> {
-    let size = unfinished.block.max(1);
+    let size = unfinished.block;
     let hashes: BTreeMap<&u64, &String> = unfinished
         .plaintext_sha256
         .range(block * size..(block + 1) * size)

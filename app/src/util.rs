@@ -34,26 +34,22 @@ pub(crate) fn sleep_ms(ms: i32) -> Sleep {
     });
     // The browser always takes a timer from a page; were it to refuse, the wait ends at once
     // (as the callback, dropped with it, drops the sender) rather than never.
-    let handle = window()
+    let timer = window()
         .set_timeout_with_callback_and_timeout_and_arguments_0(
             callback.as_ref().unchecked_ref(),
             ms,
         )
-        .ok();
-    Sleep {
-        handle,
-        done,
-        callback: handle.map(|_| callback),
-    }
+        .ok()
+        .map(|handle| (handle, callback));
+    Sleep { timer, done }
 }
 
 /// See [`sleep_ms`].
 #[derive(Debug)]
 pub(crate) struct Sleep {
-    handle: Option<i32>,
+    /// The timer's handle and the callback it calls, kept until the timer is cleared.
+    timer: Option<(i32, Closure<dyn FnMut()>)>,
     done: oneshot::Receiver<()>,
-    /// Called by the timer: kept until it has fired or been cleared.
-    callback: Option<Closure<dyn FnMut()>>,
 }
 
 impl Future for Sleep {
@@ -67,11 +63,11 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
-        if let Some(handle) = self.handle {
+        if let Some((handle, callback)) = self.timer.take() {
             window().clear_timeout_with_handle(handle);
+            // The callback goes only now, once no timer can call it.
+            drop(callback);
         }
-        // The callback goes only now, once no timer can call it.
-        self.callback.take();
     }
 }
 

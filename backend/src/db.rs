@@ -241,8 +241,9 @@ const FILE_COLUMNS: &str = "id, owner_token_hash, auth_token_hash, metadata, kdf
 /// a time, and most requests write (a part's row, a download's count), so connections beyond
 /// what the cores can serve only wait on SQLite's lock, in its busy handler's sleeps, where
 /// they would otherwise wait in the pool's queue. Each also costs a thread and its memory: with
-/// a fixed 8 the pool opened connection after connection through a long upload (6 by the end
-/// of a 4 GiB one, 2 after 100 MiB), and the server's memory grew with them.
+/// a fixed 8 the pool held 5-6 connections at the memory peak of browser uploads, and in one
+/// memory-bench run with 4 the server had 14 threads at the 4 GiB upload's plateau against 17
+/// (2026-12-05).
 fn sqlite_connections() -> u32 {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     u32::try_from(cores * 2).unwrap_or(u32::MAX).clamp(4, 16)

@@ -133,7 +133,7 @@ pub fn app(state: AppState) -> Router {
 /// crept up over a long upload as one connection after another reached the maximum
 /// (heaptrack, 2 GiB browser upload: 3.8 MiB of read buffers at the peak, the largest item).
 /// With 64 KiB, the memory bench's server peaks went from 14.3-20.5 MiB (100 MiB file) and
-/// 21.0-23.0 MiB (4 GiB) to 13.4-15.0 and 17.7-18.1 MiB, and server-ingest's API side kept its
+/// 21.0-23.0 MiB (4 GiB) to 13.4-15.0 and 17.7-18.5 MiB, and server-ingest's API side kept its
 /// speed (0.95-1.06 s per GiB against 0.93-1.11 s), all on 2026-12-05. 64 KiB reads are still
 /// few (16 per MiB), and every body chunk is copied into the part's write buffer anyway.
 pub const READ_BUFFER: usize = 64 << 10;
