@@ -54,14 +54,14 @@ import { openTab } from "./tab.mjs";
 const MiB = 1024 * 1024;
 const DEFAULT_BYTES = 256 * MiB;
 /** Plaintext bytes per part in the app: `64 * (65536 - 17)` (crypto-wasm/src/layout.rs). */
-const PLAINTEXT_PER_PART = 64 * (65536 - 17);
+export const PLAINTEXT_PER_PART = 64 * (65536 - 17);
 /** Parts the app keeps in flight: `PARTS_IN_FLIGHT` in app/src/upload.rs. */
-const APP_UPLOAD_IN_FLIGHT = 4;
+export const APP_UPLOAD_IN_FLIGHT = 4;
 /**
  * Parts the app fetches at once when it streams a download to disk: `PREFETCH` in app/sw.js
  * (files of 64 MiB and more, which is every size this benchmark is meant for).
  */
-const APP_DOWNLOAD_IN_FLIGHT = 3;
+export const APP_DOWNLOAD_IN_FLIGHT = 3;
 
 /** BITSTRATUS_BENCH_BYTES as a number of bytes, or `fallback` when it is not set. */
 export function benchBytes(fallback = DEFAULT_BYTES) {
@@ -121,7 +121,7 @@ export async function uiUpload(tab, path) {
  * with the real SHA-256 the server checks (Web Crypto). Returns the time and what a
  * downloader needs.
  */
-async function plainUploadInPage({ partSize, inFlight }) {
+export async function plainUploadInPage({ partSize, inFlight }) {
   const file = document.querySelector("#bench-file").files[0];
   const api = `${location.origin}/api/v1`;
   const b64url = (bytes) => btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
@@ -170,7 +170,7 @@ async function plainUploadInPage({ partSize, inFlight }) {
 }
 
 /** Picks `path` in a hidden `<input type=file id=bench-file>` added to the page. */
-async function pickBenchFile(tab, path) {
+export async function pickBenchFile(tab, path) {
   await tab.evaluate(() => {
     const input = document.createElement("input");
     input.type = "file";
@@ -197,7 +197,7 @@ export async function uiDownloadInPage(_, { waitFor }) {
  * frame, which the browser downloads (the benchmark turns `bench_ticket` into the request's
  * Authorization header).
  */
-async function plainDownloadInPage({ id, auth }) {
+export async function plainDownloadInPage({ id, auth }) {
   const api = `${location.origin}/api/v1`;
   const ticketed = await fetch(`${api}/files/${id}/downloads`, { method: "POST", headers: { Authorization: `Bearer ${auth}` } });
   if (!ticketed.ok) throw new Error(`downloads: HTTP ${ticketed.status}`);
@@ -213,7 +213,7 @@ async function plainDownloadInPage({ id, auth }) {
  * requests for `.../content` in `tab` before they are sent and continues each with its
  * `bench_ticket` as the Authorization header.
  */
-async function ticketsAsHeaders(tab) {
+export async function ticketsAsHeaders(tab) {
   tab.onEvent(({ method, params }) => {
     if (method !== "Fetch.requestPaused") return;
     const ticket = new URL(params.request.url).searchParams.get("bench_ticket");
@@ -229,7 +229,7 @@ async function ticketsAsHeaders(tab) {
  * reports the file complete; checks the file's size and SHA-256 against `file` (untimed) and
  * deletes it. Returns the milliseconds.
  */
-async function timedDownload(tab, file, start) {
+export async function timedDownload(tab, file, start) {
   const downloaded = tab.nextDownload();
   downloaded.catch(() => {}); // Awaited below, after `start()`.
   const started = performance.now();
@@ -257,27 +257,28 @@ async function fileSha256(path) {
 const median = (values) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)];
 
 /**
- * Runs `measure(side)` for both sides over `rounds` rounds, alternating which goes first (on a
- * VM a side that runs into freshly returned memory or a cold cache is measured slower, so a
- * fixed order would favour one side), each in a fresh tab; returns each side's median ms.
+ * Runs `measure(side)` for each of `sides` over `rounds` rounds, reversing their order every
+ * other round (on a VM a side that runs into freshly returned memory or a cold cache is
+ * measured slower, so a fixed order would favour one side), each in a fresh tab; returns each
+ * side's median ms, keyed by side.
  */
-async function alternate(rounds, measure) {
-  const times = { encrypted: [], plain: [] };
+export async function alternate(rounds, measure, sides = ["encrypted", "plain"]) {
+  const times = Object.fromEntries(sides.map((side) => [side, []]));
   for (let round = 0; round < rounds; round++) {
-    for (const side of round % 2 === 0 ? ["encrypted", "plain"] : ["plain", "encrypted"]) {
+    for (const side of round % 2 === 0 ? sides : [...sides].reverse()) {
       const ms = await measure(side);
       log(`round ${round}: ${side} ${(ms / 1000).toFixed(2)} s`);
       times[side].push(ms);
     }
   }
-  return { encryptedMs: median(times.encrypted), plainMs: median(times.plain) };
+  return Object.fromEntries(sides.map((side) => [side, median(times[side])]));
 }
 
 /**
  * Opens a fresh uninstrumented tab on `url`, runs `body(tab)` and closes the tab. Downloads are
  * saved as `downloads/<guid>` (see `openTab`).
  */
-async function inTab(browser, url, downloads, body) {
+export async function inTab(browser, url, downloads, body) {
   const tab = await openTab(browser, url, { downloadDir: downloads, namedByGuid: true });
   try {
     return await body(tab);
@@ -295,12 +296,12 @@ async function benchUpload({ browser, origin, path, size, downloads, rounds }) {
     );
   // Untimed warm-up of the server and the browser.
   const warm = await inTab(browser, origin + "/", downloads, plainUpload);
-  const r = await alternate(rounds, (side) =>
+  const { encrypted, plain } = await alternate(rounds, (side) =>
     inTab(browser, origin + "/", downloads, async (tab) =>
       side === "encrypted" ? (await uiUpload(tab, path)).ms : (await plainUpload(tab)).ms,
     ),
   );
-  return { ...r, parts: warm.partCount, inFlight: APP_UPLOAD_IN_FLIGHT };
+  return { encryptedMs: encrypted, plainMs: plain, parts: warm.partCount, inFlight: APP_UPLOAD_IN_FLIGHT };
 }
 
 async function benchDownload({ browser, origin, path, file, size, downloads, rounds }) {
@@ -312,7 +313,7 @@ async function benchDownload({ browser, origin, path, file, size, downloads, rou
     return tab.evaluate(plainUploadInPage, { partSize: PLAINTEXT_PER_PART, inFlight: APP_UPLOAD_IN_FLIGHT });
   });
   const expected = { size, sha256: file.sha256 };
-  const r = await alternate(rounds, (side) => {
+  const { encrypted, plain } = await alternate(rounds, (side) => {
     if (side === "encrypted") {
       return inTab(browser, share, downloads, async (tab) => {
         await tab.waitFor("#download, .error");
@@ -324,7 +325,7 @@ async function benchDownload({ browser, origin, path, file, size, downloads, rou
       return timedDownload(tab, expected, () => tab.evaluate(plainDownloadInPage, upload));
     });
   });
-  return { ...r, parts: upload.partCount, inFlight: APP_DOWNLOAD_IN_FLIGHT };
+  return { encryptedMs: encrypted, plainMs: plain, parts: upload.partCount, inFlight: APP_DOWNLOAD_IN_FLIGHT };
 }
 
 async function main() {

@@ -8,8 +8,8 @@
 //!   schemathesis fuzz of the running server from its OpenAPI document, and the end-to-end
 //!   tests in headless Chromium.
 //! - `bench NAME` (`server-ingest`, `browser-upload`, `browser-download`, `browser-crypto`,
-//!   `browser-background`, `memory`, `cli-encrypt`, `cli-upload` or `all`): build what the
-//!   benchmark needs in release mode, run it, and print its one result line
+//!   `browser-background`, `browser-ceiling`, `memory`, `cli-encrypt`, `cli-upload` or `all`):
+//!   build what the benchmark needs in release mode, run it, and print its one result line
 //!   (`NAME: ratio=R side=value ...`). Benchmarks report speed and memory; nothing asserts
 //!   them.
 //!
@@ -39,12 +39,13 @@ const WASM_TARGET: &str = "wasm32-unknown-unknown";
 const CHROMIUM: &str = "/usr/bin/chromium";
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// What `cargo xtask bench` runs; `all` runs them in this order.
-const BENCHES: [&str; 8] = [
+const BENCHES: [&str; 9] = [
     "server-ingest",
     "browser-upload",
     "browser-download",
     "browser-crypto",
     "browser-background",
+    "browser-ceiling",
     "memory",
     "cli-encrypt",
     "cli-upload",
@@ -55,9 +56,10 @@ const BROWSER_BENCH: &str = "e2e/bench/browser.mjs";
 const CRYPTO_BENCH: &str = "e2e/bench/crypto.mjs";
 const MEMORY_BENCH: &str = "e2e/bench/memory.mjs";
 const BACKGROUND_BENCH: &str = "e2e/bench/background.mjs";
+const CEILING_BENCH: &str = "e2e/bench/ceiling.mjs";
 const USAGE: &str = "usage: cargo xtask run [server flags...] | cargo xtask test | \
-cargo xtask bench server-ingest|browser-upload|browser-download|browser-crypto|browser-background|memory|\
-cli-encrypt|cli-upload|all";
+cargo xtask bench server-ingest|browser-upload|browser-download|browser-crypto|browser-background|\
+browser-ceiling|memory|cli-encrypt|cli-upload|all";
 
 type Result<T = ()> = std::result::Result<T, String>;
 
@@ -335,6 +337,7 @@ fn node_bench(name: &str) -> Option<(&'static str, &'static [&'static str])> {
         "browser-crypto" => Some((CRYPTO_BENCH, &[])),
         "memory" => Some((MEMORY_BENCH, &[])),
         "browser-background" => Some((BACKGROUND_BENCH, &[])),
+        "browser-ceiling" => Some((CEILING_BENCH, &[])),
         _ => None,
     }
 }
