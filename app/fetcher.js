@@ -7,10 +7,10 @@
 // Why not in the service worker itself: it kept that worker's thread, which also refills the
 // download manager's pipe, busy with fetching and decrypting. Measured on a 2-core machine
 // (1 GiB, `cargo xtask bench browser-download`): 9.3-11.8 s in the service worker, 8.0-9.5 s
-// here. What bounds it now is the service worker's stream into the download manager while
-// parts are being fetched at the same time: with decryption switched off in a throwaway copy
-// it still took 9.7 s, and 5.4 s when the parts were not fetched either (the plain download of
-// the same bytes: 2.4-2.9 s).
+// here. What bounds it now is the browser moving every byte into a renderer and out again:
+// `cargo xtask bench browser-ceiling` runs this path with the decryption left out, and on
+// a 2-core AMD EPYC VM (2026-12-05) that took 5.8-6.2 s per GiB against 6.8-7.2 s for the
+// app and 1.8-2.0 s for the plain download (see docs/ARCHITECTURE.md).
 //
 // Flow control: at most WINDOW parts are sent and not yet taken by the service worker (it
 // answers each part with "more"), and PREFETCH encrypted parts are in flight: memory stays at a
