@@ -82,8 +82,8 @@ export async function startServer() {
   };
 }
 
-/** Launches headless Chromium with the flags proven on this kind of machine. */
-export async function launchBrowser() {
+/** Launches headless Chromium with the flags proven on this kind of machine, and `extraArgs`. */
+export async function launchBrowser(extraArgs = []) {
   return chromium.launch({
     executablePath: required("CHROMIUM"),
     headless: true,
@@ -95,6 +95,7 @@ export async function launchBrowser() {
       "--disable-background-networking",
       "--disable-component-update",
       "--disable-sync",
+      ...extraArgs,
     ],
   });
 }

@@ -30,13 +30,20 @@ after(async () => {
   await server?.stop();
 });
 
-/** Uploads `paths` through the upload page; returns `[{share, manage}]` in order. */
-async function upload(paths, { password = "", expiry = null, limit = null, prepare = null, expected = null } = {}) {
-  const { context, page, problems } = await freshPage(browser);
+/**
+ * Uploads `paths` through the upload page; returns `[{share, manage}]` in order. `on` is the
+ * browser and `origin` the address the page is opened at (by default the shared browser and
+ * the server's loopback address).
+ */
+async function upload(
+  paths,
+  { password = "", expiry = null, limit = null, prepare = null, expected = null, on = browser, origin = server.origin } = {},
+) {
+  const { context, page, problems } = await freshPage(on);
   const workers = [];
   page.on("worker", (worker) => workers.push(new URL(worker.url()).pathname));
   if (prepare) await prepare(page);
-  await page.goto(server.origin + "/");
+  await page.goto(origin + "/");
   await page.setInputFiles("#file-input", paths);
   if (password) await page.fill("#password", password);
   if (expiry) await page.selectOption("#expiry", String(expiry));
@@ -61,9 +68,9 @@ async function upload(paths, { password = "", expiry = null, limit = null, prepa
   return shares.map((share, i) => ({ share, manage: manages[i] }));
 }
 
-/** Opens a share link in a fresh profile; returns the page once it settled. */
-async function open(link) {
-  const session = await freshPage(browser);
+/** Opens a share link in a fresh profile (of browser `on`); returns the page once it settled. */
+async function open(link, on = browser) {
+  const session = await freshPage(on);
   const response = await session.page.goto(link);
   await session.page.waitForSelector(".file-name, .error, #download-password");
   return { ...session, response };
@@ -431,6 +438,63 @@ test("a large file streams to disk through the service worker, byte-identical", 
   assert.deepEqual(problems, []);
   await context.close();
   secrets.push("streamed.bin", bytes.subarray(70 * MiB, 70 * MiB + 64));
+});
+
+test("over plain http to a LAN name (no WebCrypto, no service worker) files round-trip, a large one without its bytes in the page", async () => {
+  // A name that is not localhost makes an insecure context even on loopback, as a LAN address
+  // would: no crypto.subtle (the wasm AES-GCM engine works alone) and no service worker (so no
+  // streaming to disk: every download is decrypted in the page).
+  const lan = await launchBrowser(["--host-resolver-rules=MAP bitstratus-lan.test 127.0.0.1"]);
+  try {
+    const origin = server.origin.replace("127.0.0.1", "bitstratus-lan.test");
+    // Chromium says, as a console error, that it ignores the COOP header on plain http.
+    const insecure = /Cross-Origin-Opener-Policy header has been ignored/;
+    const small = randomBytes(3 * MiB + 11);
+    const large = randomBytes(160 * MiB + 5);
+    const links = await upload([tempFile("lan-small.bin", small), tempFile("lan-large.bin", large)], {
+      on: lan,
+      origin,
+      expected: insecure,
+    });
+    for (const [{ share }, bytes, name] of [
+      [links[0], small, "lan-small.bin"],
+      [links[1], large, "lan-large.bin"],
+    ]) {
+      assert.ok(share.startsWith(`${origin}/d/`), `the link names the address the page was opened at: ${share}`);
+      const { context, page, problems } = await open(share, lan);
+      assert.deepEqual(
+        await page.evaluate(() => [isSecureContext, "serviceWorker" in navigator, !!globalThis.crypto?.subtle]),
+        [false, false, false],
+        "the page is an insecure context, without service workers or WebCrypto",
+      );
+      assert.equal(await page.locator("#download").count(), 1, "the download page opened");
+      // The page's JS heap and ArrayBuffers, sampled while it downloads: decrypted parts go
+      // into blobs at once, so they never add up to the file in the page.
+      const cdp = await context.newCDPSession(page);
+      let peak = 0;
+      let sampling = true;
+      const sampler = (async () => {
+        while (sampling) {
+          const { usedSize, backingStorageSize } = await cdp.send("Runtime.getHeapUsage");
+          peak = Math.max(peak, usedSize + backingStorageSize);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })();
+      const got = await downloadBytes(page).finally(() => (sampling = false));
+      await sampler;
+      assert.equal(got.name, name);
+      assert.equal(sha256(got.bytes), sha256(bytes), `${name} arrives byte-identical`);
+      if (bytes === large) {
+        assert.ok(peak < 96 * MiB, `the page held ${(peak / MiB).toFixed(0)} MiB at most while decrypting 160 MiB`);
+        console.log(`# 160 MiB over plain http: page JS memory peak ${(peak / MiB).toFixed(1)} MiB`);
+      }
+      assert.deepEqual(problems.filter((p) => !insecure.test(p)), []);
+      await context.close();
+    }
+    secrets.push("lan-small.bin", "lan-large.bin", large.subarray(100 * MiB, 100 * MiB + 64));
+  } finally {
+    await lan.close();
+  }
 });
 
 test("a streamed download whose fetcher cannot start fails with a message and saves nothing", async () => {

@@ -14,6 +14,9 @@ use crate::{api, stream, util};
 const DAMAGED: &str =
     "The download failed verification: the file was damaged or tampered with. Nothing was saved.";
 
+/// What a recipient is told when the browser will not take the decrypted file.
+const REFUSED: &str = "The browser refused to save the file.";
+
 /// What a recipient is told when the server no longer has the file (or never had it).
 pub(crate) const GONE: &str = "This file is not available: the link has expired, reached its download limit, or the file was deleted.";
 
@@ -187,7 +190,10 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                     return page.set(Page::Failed(DAMAGED.into()));
                 };
                 t.plain_len += plain.len() as u64;
-                t.chunks.push(&util::to_js_bytes(&plain));
+                let Ok(blob) = part_blob(&plain) else {
+                    return page.set(Page::Failed(REFUSED.into()));
+                };
+                t.chunks.push(&blob);
                 t.next += 1;
                 page.set(Page::Working {
                     name: t.name.clone(),
@@ -209,7 +215,10 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
             match decryptor.finish() {
                 Ok(rest) if plain_len + rest.len() as u64 == size => {
                     if !rest.is_empty() {
-                        chunks.push(&util::to_js_bytes(&rest));
+                        let Ok(blob) = part_blob(&rest) else {
+                            return page.set(Page::Failed(REFUSED.into()));
+                        };
+                        chunks.push(&blob);
                     }
                 }
                 _ => return page.set(Page::Failed(DAMAGED.into())),
@@ -221,7 +230,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                 &mime
             });
             let preview = previewable(&mime);
-            let saved = web_sys::Blob::new_with_u8_array_sequence_and_options(&chunks, &options)
+            let saved = web_sys::Blob::new_with_blob_sequence_and_options(&chunks, &options)
                 .and_then(|blob| util::save_blob(&blob, &name, !preview));
             match saved {
                 Ok(url) => page.set(Page::Saved {
@@ -230,7 +239,7 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                     url,
                     preview,
                 }),
-                Err(_) => page.set(Page::Failed("The browser refused to save the file.".into())),
+                Err(_) => page.set(Page::Failed(REFUSED.into())),
             }
         });
     };
@@ -420,7 +429,8 @@ pub(crate) fn DownloadPage(id: String) -> impl IntoView {
                         <button id="download" class="primary" on:click=move |_| download(n.clone(), size, m.clone())>
                             "Download and decrypt"
                         </button>
-                        {playable(&play_mime).then(|| {
+                        // Playing needs the service worker, which plain http does not offer.
+                        {(playable(&play_mime) && util::service_workers().is_some()).then(|| {
                             view! {
                                 <button id="play" on:click=move |_| play(play_name.clone(), size, play_mime.clone())>
                                     "Play here"
@@ -481,6 +491,7 @@ struct Transfer {
     /// The next part to fetch; every part before it was verified and decrypted.
     next: u64,
     decryptor: crypto_wasm::Decryptor,
+    /// The decrypted parts so far, one `Blob` each (see [`part_blob`]).
     chunks: js_sys::Array,
     received: u64,
     plain_len: u64,
@@ -493,6 +504,16 @@ struct Transfer {
 /// Media the page can play while decrypting (the browser decides what it can decode).
 fn playable(mime: &str) -> bool {
     mime.starts_with("video/") || mime.starts_with("audio/")
+}
+
+/// A decrypted part as a `Blob`, so that the page's memory does not grow with the file: the
+/// browser keeps a blob's bytes outside the page (Chromium in its browser process, paged to
+/// disk when they grow large). This is the path of every file the streaming service worker
+/// does not take (small files, previews, and any size over plain http, where no service worker
+/// exists). Measured by the e2e test over plain http: 66 MiB at most in the page's JS memory
+/// while it decrypted 160 MiB, against 182 MiB when the parts were kept as arrays.
+fn part_blob(plain: &[u8]) -> Result<web_sys::Blob, wasm_bindgen::JsValue> {
+    web_sys::Blob::new_with_u8_array_sequence(&js_sys::Array::of1(&util::to_js_bytes(plain)))
 }
 
 /// Image types the page previews after decryption. SVG is excluded: it can carry script.

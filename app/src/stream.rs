@@ -22,10 +22,12 @@ use crate::util;
 pub(crate) const THRESHOLD: u64 = 64 * 1024 * 1024;
 
 /// Registers the download service worker (at the root scope, so it sees `/stream/…`), in the
-/// background. Errors are ignored: downloads then fall back to decrypting in the page.
+/// background. Errors are ignored, and a browser without service workers here (plain http)
+/// is fine: downloads then fall back to decrypting in the page.
 pub(crate) fn register() {
-    let container = util::window().navigator().service_worker();
-    let _ = container.register("/sw.js");
+    if let Some(container) = util::service_workers() {
+        let _ = container.register("/sw.js");
+    }
 }
 
 /// What the worker reports while it streams.
@@ -310,7 +312,7 @@ async fn hand_over(
     feed: Option<web_sys::MessagePort>,
     mut on_event: impl FnMut(&dyn Fn(&str) -> JsValue) + 'static,
 ) -> Result<HandedOver, JsValue> {
-    let container = util::window().navigator().service_worker();
+    let container = util::service_workers().ok_or(JsValue::NULL)?;
     let registration: web_sys::ServiceWorkerRegistration =
         JsFuture::from(container.ready()?).await?.unchecked_into();
     let worker = registration.active().ok_or(JsValue::NULL)?;
@@ -402,7 +404,7 @@ pub(crate) async fn register_media(job: &MediaJob<'_>) -> Result<String, JsValue
     std::mem::forget(hand_over(&fields, None, |_| {}).await?);
     // The player's requests reach the worker only once it controls this page, which on a
     // first visit happens a moment after it activates (it claims its clients then).
-    let container = util::window().navigator().service_worker();
+    let container = util::service_workers().ok_or(JsValue::NULL)?;
     for _ in 0..100 {
         if container.controller().is_some() {
             return Ok(format!("/media/{token}"));

@@ -13,6 +13,16 @@ pub(crate) fn window() -> web_sys::Window {
     web_sys::window().expect("the app runs in a browser window")
 }
 
+/// The page's service worker container, or `None` where the browser offers none: outside a
+/// secure context (plain http to a LAN address, say) `navigator.serviceWorker` does not exist,
+/// and calling anything on it would throw.
+pub(crate) fn service_workers() -> Option<web_sys::ServiceWorkerContainer> {
+    js_sys::Reflect::get(&window().navigator(), &JsValue::from_str("serviceWorker"))
+        .ok()?
+        .dyn_into()
+        .ok()
+}
+
 /// Milliseconds since the page loaded, for speed and time-left estimates.
 pub(crate) fn now_ms() -> f64 {
     window().performance().map(|p| p.now()).unwrap_or(0.0)
