@@ -451,13 +451,13 @@ test("over plain http to a LAN name (no WebCrypto, no service worker) files roun
     const insecure = /Cross-Origin-Opener-Policy header has been ignored/;
     const small = randomBytes(3 * MiB + 11);
     const large = randomBytes(160 * MiB + 5);
-    const links = await upload([tempFile("lan-small.bin", small), tempFile("lan-large.bin", large)], {
+    const links = await upload([tempFile("lan-clip.mp3", small), tempFile("lan-large.bin", large)], {
       on: lan,
       origin,
       expected: insecure,
     });
     for (const [{ share }, bytes, name] of [
-      [links[0], small, "lan-small.bin"],
+      [links[0], small, "lan-clip.mp3"],
       [links[1], large, "lan-large.bin"],
     ]) {
       assert.ok(share.startsWith(`${origin}/d/`), `the link names the address the page was opened at: ${share}`);
@@ -468,6 +468,8 @@ test("over plain http to a LAN name (no WebCrypto, no service worker) files roun
         "the page is an insecure context, without service workers or WebCrypto",
       );
       assert.equal(await page.locator("#download").count(), 1, "the download page opened");
+      // Playing in the page needs the service worker: not offered, even for audio.
+      assert.equal(await page.locator("#play").count(), 0, `${name}: no "Play here" without a service worker`);
       // The page's JS heap and ArrayBuffers, sampled while it downloads: decrypted parts go
       // into blobs at once, so they never add up to the file in the page.
       const cdp = await context.newCDPSession(page);
@@ -491,7 +493,7 @@ test("over plain http to a LAN name (no WebCrypto, no service worker) files roun
       assert.deepEqual(problems.filter((p) => !insecure.test(p)), []);
       await context.close();
     }
-    secrets.push("lan-small.bin", "lan-large.bin", large.subarray(100 * MiB, 100 * MiB + 64));
+    secrets.push("lan-clip.mp3", "lan-large.bin", large.subarray(100 * MiB, 100 * MiB + 64));
   } finally {
     await lan.close();
   }
