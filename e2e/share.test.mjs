@@ -33,11 +33,20 @@ after(async () => {
 /**
  * Uploads `paths` through the upload page; returns `[{share, manage}]` in order. `on` is the
  * browser and `origin` the address the page is opened at (by default the shared browser and
- * the server's loopback address).
+ * the server's loopback address); with `copy`, the first link's copy button must say "Copied".
  */
 async function upload(
   paths,
-  { password = "", expiry = null, limit = null, prepare = null, expected = null, on = browser, origin = server.origin } = {},
+  {
+    password = "",
+    expiry = null,
+    limit = null,
+    prepare = null,
+    expected = null,
+    on = browser,
+    origin = server.origin,
+    copy = false,
+  } = {},
 ) {
   const { context, page, problems } = await freshPage(on);
   const workers = [];
@@ -56,6 +65,11 @@ async function upload(
   );
   const failure = await page.$(".job .error");
   assert.equal(failure && (await failure.textContent()), null, "an upload failed");
+  if (copy) {
+    await page.click(".copy");
+    await page.waitForFunction(() => document.querySelector(".copy").textContent !== "Copy link");
+    assert.equal(await page.textContent(".copy"), "Copied", "the copy button copied the share link");
+  }
   const shares = await page.$$eval(".share-link", (inputs) => inputs.map((i) => i.value));
   const manages = await page.$$eval(".manage-link", (inputs) => inputs.map((i) => i.value));
   assert.equal(await page.locator(".qr svg").count(), paths.length, "each upload shows a QR code");
@@ -89,7 +103,9 @@ test("three files (small, 50 MiB, empty) round-trip through the browser, byte-id
   const big = randomBytes(50 * MiB + 12345);
   const smallName = "notes <img src=x onerror=alert(1)> été ✓.txt";
   const bigName = "archive.bin";
-  const links = await upload([tempFile(smallName, small), tempFile(bigName, big), tempFile("empty.txt", Buffer.alloc(0))]);
+  const links = await upload([tempFile(smallName, small), tempFile(bigName, big), tempFile("empty.txt", Buffer.alloc(0))], {
+    copy: true,
+  });
 
   for (const [link, name, bytes, type] of [
     [links[0].share, smallName, small, "text/plain"],
@@ -455,6 +471,8 @@ test("over plain http to a LAN name (no WebCrypto, no service worker) files roun
       on: lan,
       origin,
       expected: insecure,
+      // No Clipboard API over plain http: the button falls back to the copy command.
+      copy: true,
     });
     for (const [{ share }, bytes, name] of [
       [links[0], small, "lan-clip.mp3"],

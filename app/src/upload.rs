@@ -271,7 +271,9 @@ fn JobRow(job: Job) -> impl IntoView {
 /// The share link with copy button and QR code, and the private manage link.
 #[component]
 fn Links(share: String, manage: String) -> impl IntoView {
-    let copied = RwSignal::new(false);
+    // What the copy button says: "Copy link", then "Copied", or a hint where it failed.
+    let copied = RwSignal::new(None::<bool>);
+    let share_input = NodeRef::<leptos::html::Input>::new();
     let qr = qrcode::QrCode::new(share.as_bytes())
         .map(|code| {
             code.render::<qrcode::render::svg::Color>()
@@ -284,16 +286,29 @@ fn Links(share: String, manage: String) -> impl IntoView {
         <div class="links">
             <span class="label">"Share link"</span>
             <div class="share-row">
-                <input class="share-link" readonly value=share.clone() on:focus=select_all />
+                <input
+                    class="share-link"
+                    readonly
+                    value=share.clone()
+                    on:focus=select_all
+                    node_ref=share_input
+                />
                 <button
                 class="copy"
                 on:click=move |_| {
-                    let clipboard = util::window().navigator().clipboard();
-                    let _ = clipboard.write_text(&share_for_copy);
-                    copied.set(true);
+                    let text = share_for_copy.clone();
+                    if let Some(input) = share_input.get() {
+                        leptos::task::spawn_local(async move {
+                            copied.set(Some(util::copy_to_clipboard(&text, &input).await));
+                        });
+                    }
                 }
             >
-                    {move || if copied.get() { "Copied" } else { "Copy link" }}
+                    {move || match copied.get() {
+                        None => "Copy link",
+                        Some(true) => "Copied",
+                        Some(false) => "Selected: press Ctrl+C",
+                    }}
                 </button>
             </div>
             <div class="qr" inner_html=qr></div>

@@ -23,6 +23,31 @@ pub(crate) fn service_workers() -> Option<web_sys::ServiceWorkerContainer> {
         .ok()
 }
 
+/// Copies `text` to the clipboard; returns whether the browser took it. A secure context has
+/// the Clipboard API; plain http (a LAN address, say) has none, and the API may also refuse
+/// (an unfocused page), so then the text is selected in `input` (which must hold it) and
+/// copied with the older copy command, which browsers still allow just after a click.
+pub(crate) async fn copy_to_clipboard(text: &str, input: &web_sys::HtmlInputElement) -> bool {
+    let navigator = window().navigator();
+    if let Some(clipboard) = js_sys::Reflect::get(&navigator, &JsValue::from_str("clipboard"))
+        .ok()
+        .and_then(|c| c.dyn_into::<web_sys::Clipboard>().ok())
+        && JsFuture::from(clipboard.write_text(text)).await.is_ok()
+    {
+        return true;
+    }
+    input.select();
+    let Some(document) = window().document() else {
+        return false;
+    };
+    js_sys::Reflect::get(&document, &JsValue::from_str("execCommand"))
+        .ok()
+        .and_then(|f| f.dyn_into::<js_sys::Function>().ok())
+        .and_then(|exec| exec.call1(&document, &JsValue::from_str("copy")).ok())
+        .and_then(|copied| copied.as_bool())
+        .unwrap_or(false)
+}
+
 /// Milliseconds since the page loaded, for speed and time-left estimates.
 pub(crate) fn now_ms() -> f64 {
     window().performance().map(|p| p.now()).unwrap_or(0.0)
