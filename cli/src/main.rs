@@ -153,17 +153,20 @@ enum Command {
     /// Show an upload's state, expiry and downloads (by id, id prefix or manage link).
     Info {
         /// Id, unique id prefix, or manage link.
+        #[arg(allow_hyphen_values = true)]
         file: String,
     },
     /// Delete uploads on the server and from the list.
     Rm {
-        /// Ids, unique id prefixes, or manage links.
+        /// Ids, unique id prefixes, or manage links (an id that starts with `-` goes after
+        /// `--`, as in `bitstratus rm -- -x1y2`, so that options may follow the ids).
         #[arg(required = true)]
         files: Vec<String>,
     },
     /// Give an upload a new lifetime, counted from now.
     SetExpiry {
         /// Id, unique id prefix, or manage link.
+        #[arg(allow_hyphen_values = true)]
         file: String,
         /// New lifetime: 3600, 90m, 24h, 7d (1 hour to 30 days).
         #[arg(value_parser = util::parse_duration)]
@@ -326,5 +329,27 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// Ids are base64url, so one in 64 starts with `-`: `info` and `set-expiry` take it as
+    /// it is, with options before or after it; `rm` takes it after `--`.
+    #[test]
+    fn ids_may_start_with_a_hyphen() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("bitstratus").chain(args.iter().copied()))
+        };
+        let cli = parse(&["info", "-y1ULFqMJzJh0ehrWl2l3A", "--json"]).unwrap();
+        assert!(cli.global.json);
+        assert!(matches!(cli.command, Command::Info { file } if file == "-y1ULFqMJzJh0ehrWl2l3A"));
+        let cli = parse(&["--json", "set-expiry", "-y1U", "2h"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::SetExpiry { file, expires: 7200 } if file == "-y1U")
+        );
+        let cli = parse(&["rm", "--", "-y1U", "abc"]).unwrap();
+        assert!(matches!(cli.command, Command::Rm { files } if files == ["-y1U", "abc"]));
+        // Without `--`, options may follow the ids, so a hyphen id reads as an option.
+        assert!(parse(&["rm", "-y1U"]).is_err());
+        let cli = parse(&["rm", "abc", "--json"]).unwrap();
+        assert!(cli.global.json);
     }
 }

@@ -55,7 +55,7 @@ fn uploads_are_listed_inspected_extended_and_removed() {
     assert_eq!(field(info, "name"), "b.txt", "from the local list");
 
     let manage_link = field(&first[0], "manage_link").to_owned();
-    cli.ok(&["rm", id_a]);
+    cli.ok(&["rm", "--", id_a]);
     let listed: serde_json::Value = serde_json::from_str(&cli.ok(&["--json", "ls"])).unwrap();
     assert_eq!(listed.as_array().unwrap().len(), 1);
     let gone = cli.run(&["info", &manage_link]);

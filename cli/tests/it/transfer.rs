@@ -151,7 +151,7 @@ fn gone_files_unreachable_servers_and_refusals_have_their_exit_codes() {
     let share = field(&report[0], "share_link").to_owned();
     let id = field(&report[0], "id").to_owned();
 
-    cli.ok(&["rm", &id]);
+    cli.ok(&["rm", "--", &id]);
     let deleted = cli.run(&["download", &share, "-o", src.path().to_str().unwrap()]);
     assert_eq!(code(&deleted), 4, "{}", stderr(&deleted));
     assert!(stderr(&deleted).contains("not found"));
