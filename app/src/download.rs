@@ -511,8 +511,9 @@ fn playable(mime: &str) -> bool {
 }
 
 /// The decryptor of an in-page download: WebCrypto where the page has it (a secure context),
-/// which works off the page's thread and encrypted 19 times faster than the wasm engine in
-/// `browser-crypto` here, else (plain http) the wasm engine, on the page's thread.
+/// which works off the page's thread and decrypted 64 KiB records 10 times faster than the
+/// wasm engine in `browser-crypto` here (562 against 56 MB/s), else (plain http) the wasm
+/// engine, on the page's thread.
 enum PageDecryptor {
     Web(Box<crypto_wasm::webcrypto::WebCryptoDecryptor>),
     Wasm(crypto_wasm::Decryptor),
@@ -544,8 +545,8 @@ impl PageDecryptor {
 }
 
 /// A decrypted part as a `Blob`, so that the page's memory does not grow with the file: the
-/// browser keeps a blob's bytes outside the page (Chromium in its browser process, paged to
-/// disk when they grow large). This is the path of every file the streaming service worker
+/// browser keeps a blob's bytes outside the page (Chromium, by its documented design, in its
+/// browser process, paged to disk when they grow large). This is the path of every file the streaming service worker
 /// does not take (small files, previews, and any size over plain http, where no service worker
 /// exists). The bytes pass through one array, `scratch`, reused from part to part (a blob
 /// takes a copy), so a long download leaves no part-sized garbage in the page either.

@@ -17,7 +17,7 @@
 import { rmSync } from "node:fs";
 
 import { launchBrowser, startServer } from "../harness.mjs";
-import { benchBytes, log, randomFile } from "./browser.mjs";
+import { benchBytes, benchRounds, log, randomFile } from "./browser.mjs";
 import { openTab } from "./tab.mjs";
 
 /**
@@ -70,8 +70,7 @@ const median = (values) => [...values].sort((a, b) => a - b)[Math.floor(values.l
 
 async function main() {
   const size = benchBytes();
-  const rounds = Number(process.env.BITSTRATUS_BENCH_ROUNDS ?? 3);
-  if (!Number.isInteger(rounds) || rounds < 1) throw new Error("BITSTRATUS_BENCH_ROUNDS must be a positive integer");
+  const rounds = benchRounds();
   const file = randomFile(size);
   const server = await startServer();
   const browser = await launchBrowser();

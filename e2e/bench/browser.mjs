@@ -74,6 +74,13 @@ export function benchBytes(fallback = DEFAULT_BYTES) {
   return bytes;
 }
 
+/** BITSTRATUS_BENCH_ROUNDS, the timed rounds of a benchmark (default 3). */
+export function benchRounds() {
+  const rounds = Number(process.env.BITSTRATUS_BENCH_ROUNDS ?? 3);
+  if (!Number.isInteger(rounds) || rounds < 1) throw new Error("BITSTRATUS_BENCH_ROUNDS must be a positive integer");
+  return rounds;
+}
+
 export const log = (message) => console.error(`bench: ${message}`);
 
 /**
@@ -335,8 +342,7 @@ async function main() {
   const size = benchBytes();
   const file = randomFile(size);
   const downloads = mkdtempSync(join(tmpdir(), "bitstratus-bench-downloads-"));
-  const rounds = Number(process.env.BITSTRATUS_BENCH_ROUNDS ?? 3);
-  if (!Number.isInteger(rounds) || rounds < 1) throw new Error("BITSTRATUS_BENCH_ROUNDS must be a positive integer");
+  const rounds = benchRounds();
   const server = await startServer();
   const browser = await launchBrowser();
   try {

@@ -37,6 +37,7 @@ import {
   PLAINTEXT_PER_PART,
   alternate,
   benchBytes,
+  benchRounds,
   inTab,
   log,
   pickBenchFile,
@@ -68,8 +69,7 @@ function repeated(block, size) {
 
 async function main() {
   const size = benchBytes();
-  const rounds = Number(process.env.BITSTRATUS_BENCH_ROUNDS ?? 3);
-  if (!Number.isInteger(rounds) || rounds < 1) throw new Error("BITSTRATUS_BENCH_ROUNDS must be a positive integer");
+  const rounds = benchRounds();
   const file = randomFile(size);
   const expected = { size, sha256: file.sha256 };
   const block = randomBytes(PLAINTEXT_PER_PART);
@@ -89,7 +89,16 @@ async function main() {
     const streamed = (kind, expected) =>
       inTab(browser, page, downloads, async (tab) => {
         await tab.waitFor("body[data-ready]");
-        const job = { job: `j${jobs++}`, kind, id: upload.id, auth: upload.auth, size, partSize: PLAINTEXT_PER_PART, prefetch: APP_DOWNLOAD_IN_FLIGHT, window: APP_DOWNLOAD_WINDOW };
+        const job = {
+          job: `j${jobs++}`,
+          kind,
+          id: upload.id,
+          auth: upload.auth,
+          size,
+          partSize: PLAINTEXT_PER_PART,
+          prefetch: APP_DOWNLOAD_IN_FLIGHT,
+          window: APP_DOWNLOAD_WINDOW,
+        };
         return timedDownload(tab, expected, () => tab.evaluate((job) => window.startStreamed(job), job));
       });
     const times = await alternate(

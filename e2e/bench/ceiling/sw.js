@@ -69,7 +69,8 @@ function fed({ feed }) {
         while (!arrived.length) await new Promise((resolve) => (wake = resolve));
         const message = arrived.shift();
         if (message === null) return controller.close();
-        if (message instanceof Error || typeof message === "string") return controller.error(new Error(String(message)));
+        // The fetcher's failure, as its message.
+        if (typeof message === "string") return controller.error(new Error(message));
         controller.enqueue(message.slice());
         feed.postMessage("more");
       },
